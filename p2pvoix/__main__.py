@@ -1,0 +1,3 @@
+from p2pvoix.cli.main import main
+
+main()
