@@ -15,8 +15,11 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Until `p2pvoix demo` exists this shows the most complete thing the CLI does so far, and says so.
 demo: $(STAMP)
-	$(BIN)/p2pvoix demo
+	@if $(BIN)/p2pvoix demo --help >/dev/null 2>&1; then $(BIN)/p2pvoix demo; else \
+	  echo "p2pvoix demo is not built yet; showing a demo identity instead:"; \
+	  $(BIN)/p2pvoix id --home .demo-home; fi
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)

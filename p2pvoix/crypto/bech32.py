@@ -118,13 +118,11 @@ def _locate_single_error(hrp: str, values: list[int]) -> int | None:
     unit = [1 << bit for bit in range(5)]  # contribution of each error bit at the last position
     candidates = []
     for index in range(len(values) - 1, -1, -1):
-        for error in range(1, 32):
-            effect = 0
-            for bit in range(5):
-                if (error >> bit) & 1:
-                    effect ^= unit[bit]
-            if effect == syndrome:
-                candidates.append(index)
+        effects = [0]
+        for contribution in unit:
+            effects += [effect ^ contribution for effect in effects]
+        if syndrome in effects:
+            candidates.append(index)
         unit = [_polymod([0], chk=u) for u in unit]
     return candidates[0] if len(candidates) == 1 else None
 

@@ -1,0 +1,28 @@
+"""The `p2pvoix` entry point."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from p2pvoix import __version__
+from p2pvoix.cli.common import run
+from p2pvoix.cli.identity import id_command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="p2pvoix")
+def cli() -> None:
+    """Live voice rooms with no server.
+
+    Host a room, share its key, and everyone who joins hears the speakers — over the internet or
+    on a LAN with no internet at all.
+    """
+
+
+cli.add_command(id_command)
+
+
+def main(argv: list[str] | None = None) -> None:
+    sys.exit(run(cli, argv))
