@@ -487,8 +487,8 @@ async def _finish_upstream_tasks(objects: list[object]) -> None:
 
 def _check_remote_sdp(sdp: str) -> None:
     """Refuse a peer's SDP that is not one sendrecv Opus audio section with a fingerprint."""
-    if not isinstance(sdp, str) or len(sdp) > MAX_SDP_BYTES:
-        raise Rejected("rtc-sdp-malformed", "not a string of at most 16 kB")
+    if not isinstance(sdp, str) or len(sdp) > MAX_SDP_BYTES or not sdp.startswith("v=0"):
+        raise Rejected("rtc-sdp-malformed", "not an SDP of at most 16 kB")
     try:
         description = aiortc_sdp.SessionDescription.parse(sdp)
     except Exception as exc:  # aiortc's parser signals bad input with asserts, ValueError, ...
