@@ -225,7 +225,9 @@ class Portal:
                     await fn(*args, task_status=status)
             except BaseException as exc:  # crosses to asyncio: never into the portal nursery
                 if _only_cancelled(exc):
-                    error = BridgeClosed(f"{handle.name} was cut short: the trio thread is stopping")
+                    error = BridgeClosed(
+                        f"{handle.name} was cut short: the trio thread is stopping"
+                    )
                     raise
                 error = exc
                 logger.debug("trio task %s failed", handle.name, exc_info=True)
