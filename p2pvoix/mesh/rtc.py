@@ -60,8 +60,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Largest link frame: with RTP header, extensions and the SRTP tag it stays under a 1280-byte MTU.
-MAX_FRAME_BYTES = 1200
+#: Largest link frame. It covers the largest audio frame of docs/protocol/media.md (15 + 1275
+#: bytes); with RTP header, extensions and SRTP tag (~35 bytes) the datagram stays under a
+#: 1500-byte MTU, also through TURN. Voice frames are about 100 bytes.
+MAX_FRAME_BYTES = 1300
 #: Largest SDP we parse from a peer; ours are about 1.5 kB.
 MAX_SDP_BYTES = 16384
 
