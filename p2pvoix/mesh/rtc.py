@@ -12,9 +12,17 @@ never encodes or decodes on a link:
 Many speakers share one link through our own header, so a link is negotiated once, without
 trickle ICE: aiortc gathers candidates inside ``setLocalDescription``.
 
-Every reach into aiortc/aioice internals is listed in ``_UPSTREAM_HOOKS`` below and guarded by a
-test in ``tests/mesh/test_rtc.py`` that fails if upstream changes; ``pyproject.toml`` pins
-``aiortc==1.16.0`` for that reason.
+Work-arounds of aiortc/aioice internals (``pyproject.toml`` pins ``aiortc==1.16.0``), each guarded
+by a test in ``tests/mesh/test_rtc.py`` that fails if upstream changes:
+
+- ``aioice.ice.get_host_addresses`` is replaced by a per-context choice (``using_host_addresses``);
+  guards: ``test_host_address_hook_*``, ``test_upstream_leaves_out_loopback_*``.
+- ``RTCRtpReceiver._RTCRtpReceiver__jitter_buffer`` is replaced by ``_PassThroughJitterBuffer``;
+  guards: ``test_receiver_private_jitter_buffer_*`` and the codec-call counts of the link tests.
+- ``RTCRtpSender`` packs an ``av.Packet`` without encoding; guards:
+  ``test_sender_packs_av_packets_*`` and the codec-call counts of the link tests.
+- tasks aiortc starts with ``ensure_future`` are found at close by their coroutine's ``self``;
+  guards: the task/thread/fd snapshots of the close tests.
 """
 
 from __future__ import annotations
@@ -70,14 +78,6 @@ MAX_SDP_BYTES = 16384
 _SAMPLES_PER_FRAME = 960  # one 20 ms Opus frame at 48 kHz: the RTP clock advances this per frame
 _TIME_BASE = fractions.Fraction(1, 48000)
 _CLOSE_GRACE_SECONDS = 1.0
-
-#: The aiortc/aioice internals this module relies on (each has a regression test).
-_UPSTREAM_HOOKS = (
-    "aioice.ice.get_host_addresses is looked up at call time by Connection.gather_candidates",
-    "RTCRtpReceiver._RTCRtpReceiver__jitter_buffer.add(packet) -> (pli, frame|None)",
-    "RTCRtpSender packs av.Packet from track.recv() without encoding (OpusEncoder.pack)",
-    "tasks aiortc starts with ensure_future are found by their coroutine's `self` at close",
-)
 
 
 @dataclass(frozen=True)
@@ -207,7 +207,7 @@ class RtcLink:
         """Queue one link frame; when the queue is full the oldest frame is dropped, never blocks."""
         if not isinstance(frame, bytes) or not 0 < len(frame) <= MAX_FRAME_BYTES:
             raise ValueError(f"a link frame is 1..{MAX_FRAME_BYTES} bytes, got {frame!r:.40}")
-        if self._closing:
+        if self._closing or self._state is LinkState.CLOSED:
             self._track.dropped += 1  # a peer may close while we still forward to it
             return
         self._track.push(frame)
@@ -252,7 +252,12 @@ class RtcLink:
         upstream = self._upstream_objects()
         try:
             await self._pc.close()
-            await _finish_upstream_tasks(upstream)
+            # aiortc's __connect task can still be finishing a DTLS handshake: it then starts the
+            # sender and receiver of the closed connection. Let it end, then stop them (again:
+            # stop() is idempotent) so no RTP/RTCP task outlives the link.
+            await _finish_upstream_tasks([self._pc], grace=_CLOSE_GRACE_SECONDS, warn=False)
+            await self._transceiver.stop()
+            await _finish_upstream_tasks(upstream, grace=_CLOSE_GRACE_SECONDS, warn=True)
         finally:
             self._set_state(LinkState.CLOSED)
             self._closed.set_result(None)
@@ -457,8 +462,8 @@ def _replace_jitter_buffer(receiver: object, buffer: JitterBuffer) -> None:
     setattr(receiver, _JITTER_BUFFER_ATTRIBUTE, buffer)
 
 
-async def _finish_upstream_tasks(objects: list[object]) -> None:
-    """Wait for the tasks aiortc/aioice started for ``objects``, then cancel any left over.
+async def _finish_upstream_tasks(objects: list[object], *, grace: float, warn: bool) -> None:
+    """Wait up to ``grace`` for the tasks aiortc/aioice started for ``objects``; cancel the rest.
 
     aiortc starts tasks with ``ensure_future`` that ``RTCPeerConnection.close()`` does not await
     (``__connect`` after each description, the DTLS receive loop it only cancels); we find them by
@@ -466,25 +471,21 @@ async def _finish_upstream_tasks(objects: list[object]) -> None:
     """
     owners = {id(o) for o in objects if o is not None}
     current = asyncio.current_task()
-
-    def owned() -> list[asyncio.Task]:
-        found = []
-        for task in asyncio.all_tasks():
-            frame = getattr(task.get_coro(), "cr_frame", None)
-            if task is not current and frame is not None:
-                if id(frame.f_locals.get("self")) in owners:
-                    found.append(task)
-        return found
-
     await asyncio.sleep(0)  # let cancellations and the decoder thread's last callback land
-    pending = owned()
-    if pending:
-        _, still = await asyncio.wait(pending, timeout=_CLOSE_GRACE_SECONDS)
-        for task in still:
+    pending = []
+    for task in asyncio.all_tasks():
+        frame = getattr(task.get_coro(), "cr_frame", None)
+        if task is not current and frame is not None and id(frame.f_locals.get("self")) in owners:
+            pending.append(task)
+    if not pending:
+        return
+    _, still = await asyncio.wait(pending, timeout=grace)
+    for task in still:
+        if warn:
             logger.warning("cancelling aiortc task left after close: %r", task.get_coro())
-            task.cancel()
-        if still:
-            await asyncio.wait(still)
+        task.cancel()
+    if still:
+        await asyncio.wait(still)
 
 
 def _check_remote_sdp(sdp: str) -> None:
