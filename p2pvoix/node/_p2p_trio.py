@@ -1,0 +1,568 @@
+"""The trio half of ``p2p.py``: one py-libp2p 0.8.1 host with Kademlia, gossipsub and
+request/response, and every work-around that version needs. It runs only in the portal's trio
+thread; results and callbacks reach asyncio only through the portal.
+
+Work-arounds, each guarded by a test in ``tests/node/test_p2p_upstream.py`` that fails when
+upstream changes the behaviour:
+
+1. Every dial waits 250 ms (happy eyeballs) until ``max_connections_per_peer`` connections exist;
+   the default is 3, so we pass 1.
+2. Leaving ``host.run()`` leaves sockets open (peers still see us) and each Pubsub leaks its
+   seen-messages sweeper thread: we close connections concurrently (each close sleeps 100 ms),
+   ``await host.close()`` inside ``run()``, and stop the sweeper.
+3. Gossipsub drops silently: a 10 msg/s limit per forwarding peer and topic (our own publishes
+   included), and "adaptive gossip" stretches the 1 s heartbeat to 30-60 s once the mesh looks
+   thin. Both are off. Peer queues hold 32 RPCs and drop the rest: ``publish`` waits for room and
+   every drop is counted.
+4. Message IDs are origin + a counter seeded with ``int(time.time())``: a node that restarts
+   after publishing faster than 1 msg/s reuses IDs that peers still remember, so its new
+   messages are dropped as seen (or as equivocation). We seed it with ``time.time_ns()``.
+5. The DHT routing table is not filled on connect: we add each peer once identify has run (a
+   departed peer is removed, so lookups do not keep dialling it).
+6. ``KadDHT.get_value`` answers from the local store without asking the network, so a node
+   that once fetched a record never sees its updates; ``dht_get`` asks the closest peers and
+   keeps the best of theirs and ours.
+7. A dial tries one TCP address per peer, the first in the peerstore, and a failed dial blocks
+   the peer for 60 s: an explicit ``connect`` clears both, so a peer that restarted (on another
+   port) can be reached at once.
+8. The swarm's auto-connector redials every peer it has ever heard of (including departed
+   ones and those we disconnected) every 10 s while under 50 connections; we stop it: the
+   node decides whom to connect to.
+9. Keys over 50 bytes break FIND_NODE (``p2p.py`` refuses them); the default permissive ``/pk``
+   and ``/ipns`` namespaces are not served, only ours.
+10. libp2p logs noisily at shutdown; its logger is silent unless LIBP2P_DEBUG is set.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import multiaddr
+import trio
+from libp2p import new_host
+from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
+from libp2p.crypto.ed25519 import Ed25519PrivateKey
+from libp2p.crypto.keys import KeyPair
+from libp2p.custom_types import TProtocol
+from libp2p.kad_dht import DHTMode, KadDHT
+from libp2p.kad_dht.common import ALPHA, QUERY_TIMEOUT
+from libp2p.network.config import ConnectionConfig
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import InvalidAddrError, info_from_p2p_addr
+from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.pubsub.rpc_queue import OutBoundQueueSize
+from libp2p.records.validator import NamespacedValidator, Validator
+from libp2p.request_response import (
+    BytesCodec,
+    MessageTooLargeError,
+    ProtocolNotSupportedError,
+    RequestContext,
+    RequestResponse,
+    RequestResponseConfig,
+    RequestTimeoutError,
+)
+from libp2p.tools.anyio_service import background_trio_service
+
+from p2pvoix.errors import Rejected
+from p2pvoix.node.bridge import Portal
+from p2pvoix.node.p2p import (
+    DHT_INVALID,
+    GOSSIP_INVALID,
+    RESPONSE_TOO_LARGE,
+    VALIDATOR_ERROR,
+    BadMultiaddr,
+    ConnectFailed,
+    Counters,
+    P2PConfig,
+    ProtocolUnsupported,
+    RequestFailed,
+    RequestTimeout,
+    StaleRecord,
+)
+
+if not os.environ.get("LIBP2P_DEBUG"):
+    # libp2p leaves its logger without handlers, so warnings reach stderr via logging.lastResort.
+    _libp2p_logger = logging.getLogger("libp2p")
+    _libp2p_logger.handlers[:] = [logging.NullHandler()]
+    _libp2p_logger.propagate = False
+
+logger = logging.getLogger(__name__)
+
+GOSSIP_PROTOCOLS = [PROTOCOL_ID_V12, PROTOCOL_ID_V11, PROTOCOL_ID]
+GOSSIP_DEGREE, GOSSIP_DEGREE_LOW, GOSSIP_DEGREE_HIGH = 6, 4, 12
+GOSSIP_HEARTBEAT = 1  # seconds; the library default of 120 s leaves meshes unrepaired
+QUEUE_HEADROOM = 8  # publish waits while a peer's outbound queue has fewer free slots
+PUBLISH_WAIT = 2.0  # ...but no longer than this; a drop after that is counted
+IDENTIFY_WAIT = 10.0  # give up adding a peer to the routing table after this
+CLOSE_TIMEOUT = 5.0
+
+
+class TrioStack:
+    """Host, DHT, pubsub and request/response of one node; lives in the trio thread."""
+
+    def __init__(
+        self,
+        *,
+        seed: bytes,
+        config: P2PConfig,
+        portal: Portal,
+        counters: Counters,
+        on_peer: Callable[[str, bool], None],
+    ) -> None:
+        self._seed = seed
+        self._config = config
+        self._portal = portal
+        self._counters = counters
+        self._on_peer = on_peer  # asyncio side; reached through portal.post
+        self._validators: dict[str, Validator] = {}
+        self._handlers: dict[
+            str, tuple[Callable[..., Awaitable[bytes]], RequestResponseConfig]
+        ] = {}
+        self._stop = trio.Event()
+        self._publish_lock = trio.Lock()  # one publish at a time, so waiting for room works
+        self._connected: set[ID] = set()
+        self._nursery: trio.Nursery | None = None
+        self._host: IHost | None = None
+        self._pubsub: Pubsub | None = None
+        self._gossipsub: GossipSub | None = None
+        self._dht: KadDHT | None = None
+        self._rr: RequestResponse | None = None
+
+    # ---- set-up that may happen before or while running (trio thread or not yet started) ----
+
+    def register_namespace(
+        self,
+        namespace: str,
+        validate: Callable[[str, bytes], None],
+        select: Callable[[str, list[bytes]], int],
+    ) -> None:
+        validator = _CountingValidator(validate, select, self._counters)
+        self._validators[namespace] = validator
+        if self._dht is not None and isinstance(self._dht.validator, NamespacedValidator):
+            self._dht.validator.add_validator(namespace, validator)
+
+    def set_request_handler(
+        self,
+        protocol_id: str,
+        answer: Callable[[str, bytes], Awaitable[bytes]],
+        max_request: int,
+        max_response: int,
+        timeout: float,
+    ) -> None:
+        config = RequestResponseConfig(
+            timeout=timeout, max_request_size=max_request, max_response_size=max_response
+        )
+        self._handlers[protocol_id] = (answer, config)
+        if self._rr is not None:
+            self._install_handler(protocol_id, answer, config)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    # ---- the host's life ----
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        listen = [_parse_multiaddr(a) for a in self._config.listen]
+        private = Ed25519PrivateKey.from_bytes(self._seed)
+        host = new_host(
+            key_pair=KeyPair(private, private.get_public_key()),
+            listen_addrs=listen,
+            connection_config=ConnectionConfig(
+                max_connections_per_peer=self._config.max_connections_per_peer
+            ),
+        )
+        gossipsub = GossipSub(
+            GOSSIP_PROTOCOLS,
+            degree=GOSSIP_DEGREE,
+            degree_low=GOSSIP_DEGREE_LOW,
+            degree_high=GOSSIP_DEGREE_HIGH,
+            heartbeat_interval=GOSSIP_HEARTBEAT,
+            spam_protection_enabled=False,
+            adaptive_gossip_enabled=False,
+        )
+        pubsub = Pubsub(host, gossipsub, strict_signing=True)
+        pubsub.counter = time.time_ns()
+        gossipsub._handle_dropped_rpc = self._counting_drops(gossipsub._handle_dropped_rpc)  # type: ignore[method-assign]
+        dht = KadDHT(
+            host,
+            DHTMode.SERVER,
+            validator=NamespacedValidator(dict(self._validators), strict_validation=True),
+            validator_changed=True,
+            strict_validation=True,
+        )
+        self._host, self._pubsub, self._gossipsub, self._dht = host, pubsub, gossipsub, dht
+        self._rr = RequestResponse(host)
+        for protocol_id, (answer, config) in self._handlers.items():
+            self._install_handler(protocol_id, answer, config)
+        try:
+            async with host.run(listen):
+                try:
+                    async with (
+                        background_trio_service(pubsub),
+                        background_trio_service(gossipsub),
+                        background_trio_service(dht),
+                        trio.open_nursery() as nursery,
+                    ):
+                        self._nursery = nursery
+                        await host.get_network().auto_connector.stop()
+                        host.get_network().register_notifee(_PeerNotifee(self))
+                        await pubsub.wait_until_ready()
+                        task_status.started([str(a) for a in host.get_addrs()])
+                        await self._stop.wait()
+                        await self._close_host()
+                        nursery.cancel_scope.cancel()
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await self._close_host()
+        finally:
+            self._nursery = None
+            pubsub.seen_messages.stop()  # a thread per Pubsub, not stopped by the service
+
+    async def _close_host(self) -> None:
+        host = self._host
+        if host is None:
+            return
+        self._host = None
+        with trio.move_on_after(CLOSE_TIMEOUT) as scope:
+            # Each close sleeps 100 ms before notifying; host.close() would do them one by one.
+            async with trio.open_nursery() as nursery:
+                for conns in list(host.get_network().connections.values()):
+                    for conn in list(conns):
+                        nursery.start_soon(_close_quietly, conn)
+            await host.close()
+        if scope.cancelled_caught:
+            logger.warning("closing the libp2p host took over %.0f s", CLOSE_TIMEOUT)
+
+    # ---- connections ----
+
+    async def connect(self, address: str, timeout: float) -> str:
+        host = self._require_host()
+        try:
+            info = info_from_p2p_addr(_parse_multiaddr(address))
+        except (InvalidAddrError, ValueError) as exc:
+            raise BadMultiaddr(f"{address!r}: it must end in /p2p/<peer id> ({exc})") from None
+        if info.peer_id == host.get_id():
+            raise BadMultiaddr(f"{address!r} is this node's own address")
+        # Dial exactly this address: libp2p dials one TCP address per peer, the first it knows,
+        # which is stale if the peer restarted elsewhere; and a failed dial blocks it for 60 s.
+        if not host.get_network().get_connections(info.peer_id):
+            host.get_peerstore().clear_addrs(info.peer_id)
+            host.get_network()._negative_peer_cache.evict(str(info.peer_id))
+        try:
+            with trio.fail_after(timeout):
+                await host.connect(info)
+        except trio.TooSlowError:
+            raise ConnectFailed(f"{address}: no connection within {timeout:g} s") from None
+        except Exception as exc:
+            raise ConnectFailed(f"{address}: {_describe(exc)}") from None
+        return info.peer_id.to_base58()
+
+    async def disconnect(self, peer_id: str) -> None:
+        await self._require_host().disconnect(ID.from_base58(peer_id))
+
+    def _on_connection_change(self, peer_id: ID) -> None:
+        host = self._host
+        connected = host is not None and bool(host.get_network().get_connections(peer_id))
+        if connected == (peer_id in self._connected):
+            return
+        if connected:
+            self._connected.add(peer_id)
+            if self._nursery is not None:
+                self._nursery.start_soon(self._add_to_routing_table, peer_id)
+        else:
+            self._connected.discard(peer_id)
+            if self._dht is not None:
+                self._dht.routing_table.remove_peer(peer_id)
+        self._portal.post(self._on_peer, peer_id.to_base58(), connected)
+
+    async def _add_to_routing_table(self, peer_id: ID) -> None:
+        # add_peer refuses a peer until identify has stored its listen addresses and protocols.
+        host, dht = self._host, self._dht
+        if host is None or dht is None:
+            return
+        with trio.move_on_after(IDENTIFY_WAIT):
+            while not _identified(host, peer_id):
+                if peer_id not in self._connected:
+                    return
+                await trio.sleep(0.02)
+            if await dht.add_peer(peer_id):
+                self._counters.add("dht_routing_added")
+
+    # ---- DHT ----
+
+    async def dht_put(self, key: str, value: bytes) -> None:
+        dht = self._require(self._dht)
+        try:
+            await dht.put_value(key, value)
+        except ValueError as exc:  # put_value refuses to replace a newer record with an older
+            raise StaleRecord(f"{key}: {exc}") from None
+        self._counters.add("dht_puts")
+
+    async def dht_get(self, key: str) -> bytes | None:
+        dht = self._require(self._dht)
+        validator = dht.validator
+        assert isinstance(validator, NamespacedValidator)
+        key_bytes = key.encode()
+        self._counters.add("dht_gets")
+        records = []
+        local = dht.value_store.get(key_bytes)
+        if local is not None:
+            records.append(local)
+        peers = [
+            p
+            for p in await dht.peer_routing.find_closest_peers_network(key_bytes)
+            if p != dht.local_peer_id
+        ]
+        limiter = trio.CapacityLimiter(ALPHA)
+
+        async def ask(peer: ID) -> None:
+            async with limiter:
+                with trio.move_on_after(QUERY_TIMEOUT):
+                    try:
+                        record = await dht.value_store._get_from_peer(
+                            peer, key_bytes, return_record=True
+                        )
+                    except Exception:
+                        return
+                    if record is None or not record.value:
+                        return
+                    try:
+                        validator.validate(key, record.value)
+                    except Exception:
+                        return  # counted by the namespace's validator
+                    records.append(record)
+
+        async with trio.open_nursery() as nursery:
+            for peer in peers:
+                nursery.start_soon(ask, peer)
+        if not records:
+            return None
+        best = records[validator.select(key, [r.value for r in records])]
+        if best is not local:
+            dht.value_store.put_record(key_bytes, best)
+        return bytes(best.value)
+
+    # ---- gossip ----
+
+    async def subscribe(
+        self,
+        topic: str,
+        validate: Callable[[bytes, str], bool],
+        deliver: Callable[[bytes, str], None],
+    ) -> None:
+        pubsub = self._require(self._pubsub)
+        nursery = self._require(self._nursery)
+        pubsub.set_topic_validator(topic, self._gossip_validator(validate), False)
+        subscription = await pubsub.subscribe(topic)
+        nursery.start_soon(self._read_topic, subscription, deliver)
+
+    async def unsubscribe(self, topic: str) -> None:
+        pubsub = self._require(self._pubsub)
+        await pubsub.unsubscribe(topic)  # ends the reader: its channel closes
+        pubsub.remove_topic_validator(topic)
+
+    async def publish(self, topic: str, data: bytes) -> None:
+        pubsub = self._require(self._pubsub)
+        async with self._publish_lock:
+            await self._wait_for_queue_room(pubsub)
+            await pubsub.publish(topic, data)
+        self._counters.add("gossip_out")
+
+    def mesh_peers(self, topic: str) -> frozenset[str]:
+        gossipsub = self._require(self._gossipsub)
+        return frozenset(p.to_base58() for p in gossipsub.mesh.get(topic, ()))
+
+    async def _read_topic(self, subscription: Any, deliver: Callable[[bytes, str], None]) -> None:
+        # Reads at once and never blocks: the subscription channel holds 32 and drops the rest.
+        own = self._require(self._host).get_id().to_bytes()
+        async for message in subscription:
+            if message.from_id == own:
+                continue
+            self._counters.add("gossip_in")
+            self._portal.post(deliver, bytes(message.data), ID(message.from_id).to_base58())
+
+    def _gossip_validator(
+        self, validate: Callable[[bytes, str], bool]
+    ) -> Callable[[ID, rpc_pb2.Message], bool]:
+        counters = self._counters
+
+        def check(_forwarder: ID, message: rpc_pb2.Message) -> bool:
+            try:
+                ok = validate(bytes(message.data), ID(message.from_id).to_base58())
+            except Rejected as exc:
+                counters.reject(exc.reason)
+                return False
+            except Exception:
+                counters.reject(VALIDATOR_ERROR)
+                logger.exception("gossip validator failed")
+                return False
+            if not ok:
+                counters.reject(GOSSIP_INVALID)
+            return bool(ok)
+
+        return check
+
+    async def _wait_for_queue_room(self, pubsub: Pubsub) -> None:
+        deadline = trio.current_time() + PUBLISH_WAIT
+        limit = OutBoundQueueSize - QUEUE_HEADROOM
+        while any(len(q) > limit for q in pubsub.peer_queues.values()):
+            if trio.current_time() > deadline:
+                return
+            await trio.sleep(0.002)
+
+    def _counting_drops(self, original: Callable[..., None]) -> Callable[..., None]:
+        counters = self._counters
+
+        def handle_dropped_rpc(peer_id: ID, rpc: Any, reason: str = "") -> None:
+            counters.add(f"dropped_gossip_{reason or 'rpc'}")
+            original(peer_id, rpc, reason)
+
+        return handle_dropped_rpc
+
+    # ---- request/response ----
+
+    async def request(
+        self, peer_id: str, protocol_id: str, data: bytes, timeout: float, max_response: int
+    ) -> bytes:
+        rr = self._require(self._rr)
+        config = RequestResponseConfig(
+            timeout=timeout, max_request_size=max(1, len(data)), max_response_size=max_response
+        )
+        self._counters.add("requests_out")
+        try:
+            return await rr.send_request(
+                ID.from_base58(peer_id), [TProtocol(protocol_id)], data, BytesCodec(), config
+            )
+        except RequestTimeoutError:
+            raise RequestTimeout(
+                f"{protocol_id} to {peer_id}: no answer in {timeout:g} s"
+            ) from None
+        except ProtocolNotSupportedError:
+            raise ProtocolUnsupported(f"{peer_id} does not speak {protocol_id}") from None
+        except MessageTooLargeError:
+            self._counters.reject(RESPONSE_TOO_LARGE)
+            raise RequestFailed(
+                f"{peer_id} answered {protocol_id} with over {max_response} bytes"
+            ) from None
+        except Exception as exc:
+            raise RequestFailed(f"{protocol_id} to {peer_id}: {_describe(exc)}") from None
+
+    def _install_handler(
+        self,
+        protocol_id: str,
+        answer: Callable[[str, bytes], Awaitable[bytes]],
+        config: RequestResponseConfig,
+    ) -> None:
+        portal, rr = self._portal, self._require(self._rr)
+
+        async def handle(request: bytes, context: RequestContext) -> bytes:
+            return await portal.call_asyncio(answer, context.peer_id.to_base58(), request)
+
+        rr.set_handler(TProtocol(protocol_id), handle, BytesCodec(), config)
+
+    # ---- helpers ----
+
+    def _require_host(self) -> IHost:
+        return self._require(self._host)
+
+    @staticmethod
+    def _require(thing: Any) -> Any:
+        if thing is None:
+            raise RuntimeError("the libp2p host is not running")
+        return thing
+
+
+class _PeerNotifee(INotifee):
+    """Turns libp2p connection notices into peer-level changes (first up, last down)."""
+
+    def __init__(self, stack: TrioStack) -> None:
+        self._stack = stack
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        self._stack._on_connection_change(conn.muxed_conn.peer_id)
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        self._stack._on_connection_change(conn.muxed_conn.peer_id)
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        pass
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        pass
+
+    async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        pass
+
+    async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        pass
+
+
+class _CountingValidator(Validator):
+    """A namespace's validate/select, counting refusals; runs for our records and peers'."""
+
+    def __init__(
+        self,
+        validate: Callable[[str, bytes], None],
+        select: Callable[[str, list[bytes]], int],
+        counters: Counters,
+    ) -> None:
+        self._validate = validate
+        self._select = select
+        self._counters = counters
+
+    def validate(self, key: str, value: bytes) -> None:
+        try:
+            self._validate(key, bytes(value))
+        except Rejected as exc:
+            self._counters.reject(exc.reason)
+            raise
+        except Exception:
+            self._counters.reject(DHT_INVALID)
+            raise
+
+    def select(self, key: str, values: list[bytes]) -> int:
+        index = self._select(key, [bytes(v) for v in values])
+        if not isinstance(index, int) or not 0 <= index < len(values):
+            raise ValueError(f"select returned {index!r} for {len(values)} values")
+        return index
+
+
+def _parse_multiaddr(address: str) -> multiaddr.Multiaddr:
+    try:
+        return multiaddr.Multiaddr(address)
+    except Exception as exc:  # the multiaddr package raises several unrelated types
+        raise BadMultiaddr(f"{address!r}: {exc}") from None
+
+
+def _identified(host: IHost, peer_id: ID) -> bool:
+    try:
+        return bool(host.get_peerstore().get_protocols(peer_id))
+    except Exception:
+        return False
+
+
+async def _close_quietly(conn: INetConn) -> None:
+    try:
+        await conn.close()
+    except Exception:
+        logger.debug("closing a connection failed", exc_info=True)
+
+
+def _describe(exc: BaseException) -> str:
+    """The innermost useful message of a libp2p error chain (they wrap two or three deep)."""
+    parts = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = str(current).strip()
+        if text and text not in parts:
+            parts.append(text)
+        current = current.__cause__ or current.__context__
+    return "; ".join(parts[-2:]) or type(exc).__name__
