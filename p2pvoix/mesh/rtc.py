@@ -489,7 +489,12 @@ async def _finish_upstream_tasks(objects: list[object], *, grace: float, warn: b
 
 
 def _check_remote_sdp(sdp: str) -> None:
-    """Refuse a peer's SDP that is not one sendrecv Opus audio section with a fingerprint."""
+    """Refuse a peer's SDP unless it is one sendrecv Opus audio section with a fingerprint and
+    candidates given as IP addresses.
+
+    Reasons: rtc-sdp-malformed, rtc-sdp-media, rtc-sdp-codec, rtc-sdp-fingerprint,
+    rtc-sdp-candidate; ``RtcLink`` adds rtc-sdp-refused when aiortc itself refuses the SDP.
+    """
     if not isinstance(sdp, str) or len(sdp) > MAX_SDP_BYTES or not sdp.startswith("v=0"):
         raise Rejected("rtc-sdp-malformed", "not an SDP of at most 16 kB")
     try:
@@ -503,3 +508,11 @@ def _check_remote_sdp(sdp: str) -> None:
         raise Rejected("rtc-sdp-codec", "no Opus")
     if not sdp_fingerprints(sdp):
         raise Rejected("rtc-sdp-fingerprint", "no DTLS fingerprint")
+    for candidate in media[0].ice_candidates:
+        # aioice would resolve a .local name by multicast on our LAN; aiortc peers send addresses.
+        try:
+            ipaddress.ip_address(candidate.ip)
+        except ValueError:
+            raise Rejected(
+                "rtc-sdp-candidate", f"not an IP address: {candidate.ip!r:.60}"
+            ) from None

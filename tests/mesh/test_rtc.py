@@ -7,6 +7,7 @@ resource checks compare tasks, threads and fds with a snapshot taken before any 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import random
 import re
@@ -23,6 +24,8 @@ from aiortc.codecs import opus as aiortc_opus
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtcicetransport import RTCIceGatherer
 from cryptography.hazmat.primitives import hashes
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from p2pvoix.errors import Rejected
 from p2pvoix.mesh import rtc
@@ -380,7 +383,9 @@ def test_a_peers_bad_sdp_is_rejected_and_changes_nothing():
             no_ice_credentials = "\r\n".join(
                 line for line in offer.split("\r\n") if not line.startswith("a=ice-")
             )
+            mdns = offer.replace(" 127.0.0.1 ", " 0b1d6c1c-1fa5-4a7b-a5d4-0f0f0f0f0f0f.local ")
             cases = {
+                mdns: "rtc-sdp-candidate",
                 "garbage": "rtc-sdp-malformed",
                 offer + offer[offer.index("m=audio") :]: "rtc-sdp-media",
                 recvonly: "rtc-sdp-media",
@@ -457,6 +462,115 @@ def test_a_raising_callback_is_counted_and_the_link_survives():
             await asyncio.gather(a.link.close(), b.link.close())
 
     run(main)
+
+
+# -- a peer's SDP, fuzzed -------------------------------------------------------------------------
+
+# A real offer from RtcLink.create_offer() (aiortc 1.16.0).
+REAL_OFFER = (
+    "v=0\r\no=- 4004665853 4004665853 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n"
+    "a=msid-semantic:WMS *\r\nm=audio 56603 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 127.0.0.1\r\n"
+    "a=sendrecv\r\na=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid\r\n"
+    "a=extmap:2 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\na=mid:0\r\n"
+    "a=msid:e08bfd60-497c-49fb-b80e-22804988b252 8b6c2866-ee80-43f6-a904-803870f1bfe1\r\n"
+    "a=rtcp:9 IN IP4 0.0.0.0\r\na=rtcp-mux\r\n"
+    "a=ssrc:2753424527 cname:8b35a7b1-2fd3-4b99-accd-6c1178ef863c\r\na=rtpmap:96 opus/48000/2\r\n"
+    "a=candidate:16572de626da4e5384a0ce2d0d93678a 1 udp 2130706431 127.0.0.1 56603 typ host\r\n"
+    "a=end-of-candidates\r\na=ice-ufrag:V0vF\r\na=ice-pwd:yiP0sthLFMhq7Www9Y2pN3\r\n"
+    "a=fingerprint:sha-256 E9:85:F7:93:A8:9A:BF:18:98:0A:D8:9D:8D:61:90:3C:B2:0C:E5:C0:E2:28:CC:54"
+    ":66:9E:BE:F5:BD:00:29:FA\r\n"
+    "a=setup:actpass\r\n"
+)
+
+mutations = st.lists(
+    st.tuples(
+        st.sampled_from(["delete", "duplicate", "replace", "truncate"]),
+        st.integers(min_value=0, max_value=40),
+        st.text(alphabet=st.characters(codec="ascii"), max_size=30),
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+def mutate(sdp: str, steps) -> str:
+    lines = sdp.split("\r\n")
+    for op, index, text in steps:
+        i = index % len(lines)
+        if op == "delete" and len(lines) > 1:
+            del lines[i]
+        elif op == "duplicate":
+            lines.insert(i, lines[i])
+        elif op == "replace":
+            key = lines[i].split(":", 1)[0] if ":" in lines[i] else lines[i][:2]
+            lines[i] = f"{key}:{text}"
+        else:
+            lines[i] = lines[i][: len(text)]
+    return "\r\n".join(lines)
+
+
+@given(mutations)
+def test_check_of_a_mutated_sdp_raises_only_rejected(steps):
+    try:
+        rtc._check_remote_sdp(mutate(REAL_OFFER, steps))
+    except Rejected:
+        pass
+
+
+@given(st.text(max_size=300))
+def test_arbitrary_text_raises_only_rejected(text):
+    for sdp in (text, "v=0\r\n" + text):
+        try:
+            rtc._check_remote_sdp(sdp)
+            sdp_fingerprints(sdp)
+        except Rejected:
+            pass
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["sha-256", "SHA-384", "sha-512"]), st.binary(min_size=1)),
+        max_size=5,
+    )
+)
+def test_sdp_fingerprints_normalises_and_keeps_order(pairs):
+    lines = [f"a=fingerprint:{alg} {value.hex(':')}" for alg, value in pairs]
+    expected = []
+    for alg, value in pairs:
+        pair = (alg.lower(), value.hex(":").upper())
+        if pair not in expected:
+            expected.append(pair)
+    assert sdp_fingerprints("v=0\r\n" + "\r\n".join(lines) + "\r\n") == expected
+
+
+def only_loopback_candidates(sdp: str) -> bool:
+    for line in sdp.split("\r\n"):
+        if line.startswith("a=candidate:"):
+            bits = line.split()
+            try:
+                if len(bits) > 4 and not ipaddress.ip_address(bits[4]).is_loopback:
+                    return False
+            except ValueError:
+                pass  # refused before ICE sees it
+    return True
+
+
+@settings(max_examples=30)
+@given(mutations)
+def test_accept_offer_of_a_mutated_sdp_raises_only_rejected(steps):
+    sdp = mutate(REAL_OFFER, steps)
+    assume(only_loopback_candidates(sdp))  # ICE checks must never leave the machine
+
+    async def main():
+        link = RtcLink(LOOPBACK, on_frame=lambda f, t: None)
+        try:
+            await link.accept_offer(sdp)
+        except Rejected:
+            pass
+        finally:
+            await link.close()
+
+    run(main, timeout=10)
 
 
 # -- guards on upstream internals ----------------------------------------------------------------
