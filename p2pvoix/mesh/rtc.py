@@ -111,6 +111,8 @@ class RtcConfig:
 
 
 class LinkState(enum.StrEnum):
+    """aiortc's connectionState; CLOSED is final, FAILED waits for ``close()``."""
+
     NEW = "new"
     CONNECTING = "connecting"
     CONNECTED = "connected"
@@ -204,7 +206,10 @@ class RtcLink:
     # -- media ---------------------------------------------------------------------------------
 
     def send(self, frame: bytes) -> None:
-        """Queue one link frame; when the queue is full the oldest frame is dropped, never blocks."""
+        """Queue one link frame; when the queue is full the oldest frame is dropped, never blocks.
+
+        Frames queued before the link connects leave once it does.
+        """
         if not isinstance(frame, bytes) or not 0 < len(frame) <= MAX_FRAME_BYTES:
             raise ValueError(f"a link frame is 1..{MAX_FRAME_BYTES} bytes, got {frame!r:.40}")
         if self._closing or self._state is LinkState.CLOSED:
