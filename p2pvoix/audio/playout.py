@@ -19,7 +19,9 @@ frames are skipped at once.
 Sequence numbers are the sender's uint32 count of 20 ms frames. They wrap: each is read as the
 number nearest to the frame due next (RFC 3550 style), so wrapping is seamless. A stream that has
 been silent for a few frames goes idle and the next packet starts it afresh (new anchor, new
-base), because a sender may restart its count.
+base), because a sender may restart its count; only packets of the frames that were just due
+(the last ``restart_guard_frames``) are still refused as late, so that no frame ever plays
+twice. Senders should therefore start counting from a random number.
 
 Pure: no clock, no I/O; ``now_ms`` and ``arrival_ms`` are arguments from one monotonic clock.
 """
@@ -78,6 +80,8 @@ class PlayoutConfig:
     capacity_frames: int = 50  # packets held at most; more drops the oldest
     max_jump_frames: int = 50  # a packet this far past the newest is out of range
     conceal_limit_frames: int = 5  # consecutive guessed frames before silence (and idle)
+    # After going idle, packets of the frames due in the last this-many are late, not a restart.
+    restart_guard_frames: int = 250
     loss_window: int = 250  # frames over which losses are counted
     loss_threshold: int = 2  # losses in that window that add one frame of delay for FEC
 
@@ -131,6 +135,10 @@ class PlayoutBuffer:
         # numbers stay small and never wrap; ``_next`` is the frame due next.
         self._anchor = 0
         self._next = 0
+        # The seqs whose turn has passed, across talkspurts: their packets are late, and no
+        # frame plays twice. Bounded by restart_guard_frames.
+        self._due: set[int] = set()
+        self._due_order: deque[int] = deque(maxlen=max(1, config.restart_guard_frames))
         self._newest = 0
         self._packets: dict[int, bytes] = {}
         # Recently seen frame numbers, to tell duplicates from late packets; bounded.
@@ -159,20 +167,26 @@ class PlayoutBuffer:
         if not isinstance(payload, bytes):
             raise TypeError("payload must be bytes")
         self._count("pushed")
+        if self._state is not PlayoutState.IDLE and self._frame_number(seq) in self._seen:
+            self._count("duplicate")
+            return
+        if seq in self._due:
+            # Its time has passed (played, guessed or skipped), perhaps in an earlier talkspurt.
+            self._count("late")
+            if self._state is PlayoutState.PLAYING:
+                frame = self._frame_number(seq)
+                if 0 < self._next - frame <= self.config.capacity_frames:
+                    # A late packet is the best evidence that the target is too small.
+                    self._remember(frame)
+                    self._delay.on_arrival(frame, arrival_ms)
+            return
         if self._state is PlayoutState.IDLE:
             self._start_talkspurt(seq)
         frame = self._frame_number(seq)
-        if frame in self._seen:
-            self._count("duplicate")
-            return
         if frame < self._next and not (
             self._state is PlayoutState.WAITING and self._next - frame < self.config.capacity_frames
         ):
-            self._count("late")
-            if self._next - frame <= self.config.capacity_frames:
-                # A late packet is the best evidence that the target is too small.
-                self._remember(frame)
-                self._delay.on_arrival(frame, arrival_ms)
+            self._count("late")  # older than anything we still remember
             return
         if frame > self._newest + self.config.max_jump_frames:
             self._count("out_of_range")
@@ -188,9 +202,10 @@ class PlayoutBuffer:
             oldest = min(self._packets)
             del self._packets[oldest]
             self._count("dropped_overflow")
-            self._next = max(self._next, oldest + 1)
             if self._state is PlayoutState.WAITING:
                 self._next = min(self._packets)
+            elif oldest >= self._next:
+                self._pass_until(oldest + 1)
 
     def pull(self, now_ms: float) -> PlayoutItem:
         """The one thing to play for the tick at ``now_ms``."""
@@ -228,8 +243,12 @@ class PlayoutBuffer:
 
     def _play_next(self) -> PlayoutItem:
         frame = self._next
-        seq = (self._anchor + frame) % SEQ_MODULUS
-        self._next += 1
+        seq: int | None = self._seq_of(frame)
+        if seq in self._due:
+            # An earlier talkspurt already had this frame's turn (the sender restarted its count,
+            # or a stray packet started a talkspurt): guess without naming it, never replay it.
+            seq = None
+        self._pass_until(frame + 1)
         payload = self._packets.pop(frame, None)
         if payload is not None:
             # A gap that ends in a packet was loss inside the stream, not the stream ending.
@@ -278,10 +297,26 @@ class PlayoutBuffer:
         return self._delay_of(self._next, now_ms)
 
     def _skip(self, frames: int) -> None:
-        for frame in range(self._next, self._next + frames):
-            if self._packets.pop(frame, None) is not None:
-                self._count("dropped_shrink")
-        self._next += frames
+        for frame in [f for f in self._packets if f < self._next + frames]:
+            del self._packets[frame]
+            self._count("dropped_shrink")
+        self._pass_until(self._next + frames)
+
+    def _pass_until(self, frame: int) -> None:
+        """Move the schedule on to ``frame``; the frames before it have had their turn."""
+        # Past the guard's size, older frames would only be forgotten again at once.
+        for passed in range(max(self._next, frame - self.config.restart_guard_frames), frame):
+            seq = self._seq_of(passed)
+            if seq in self._due:
+                continue
+            if len(self._due_order) == self._due_order.maxlen:
+                self._due.discard(self._due_order[0])
+            self._due_order.append(seq)
+            self._due.add(seq)
+        self._next = max(self._next, frame)
+
+    def _seq_of(self, frame: int) -> int:
+        return (self._anchor + frame) % SEQ_MODULUS
 
     def _delay_of(self, frame: int, now_ms: float) -> float:
         base = self._delay.base_ms
