@@ -30,11 +30,15 @@ upstream changes the behaviour:
    node decides whom to connect to.
 9. Keys over 50 bytes break FIND_NODE (``p2p.py`` refuses them); the default permissive ``/pk``
    and ``/ipns`` namespaces are not served, only ours.
-10. libp2p logs noisily at shutdown; its logger is silent unless LIBP2P_DEBUG is set.
+10. Each inbound connection's handler task lives until the swarm stops, holding one of 250
+    inbound slots: a long-running node stops accepting peers after 250 have come and gone. We
+    end the handler when its connection closes.
+11. libp2p logs noisily at shutdown; its logger is silent unless LIBP2P_DEBUG is set.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import time
@@ -177,6 +181,7 @@ class TrioStack:
                 max_connections_per_peer=self._config.max_connections_per_peer
             ),
         )
+        _end_inbound_handlers_with_their_connection(host.get_network())
         gossipsub = GossipSub(
             GOSSIP_PROTOCOLS,
             degree=GOSSIP_DEGREE,
@@ -531,6 +536,50 @@ class _CountingValidator(Validator):
         if not isinstance(index, int) or not 0 <= index < len(values):
             raise ValueError(f"select returned {index!r} for {len(values)} values")
         return index
+
+
+class _InboundSlot:
+    def __init__(self) -> None:
+        self.upgraded = trio.Event()
+        self.muxed_conn: Any = None
+
+
+_inbound_slot: contextvars.ContextVar[_InboundSlot] = contextvars.ContextVar("inbound_slot")
+
+
+def _end_inbound_handlers_with_their_connection(swarm: Any) -> None:
+    """Each inbound connection's handler task waits for the whole swarm to stop, holding one of
+    250 inbound slots: after 250 peers have come and gone, no one can connect. End the handler
+    when its connection closes instead."""
+    handle = swarm._do_handle_inbound_connection
+    upgrade = swarm.upgrade_inbound_raw_conn
+
+    async def upgrade_and_note(raw_conn: Any, maddr: multiaddr.Multiaddr) -> Any:
+        muxed_conn = await upgrade(raw_conn, maddr)
+        slot = _inbound_slot.get(None)
+        if slot is not None:
+            slot.muxed_conn = muxed_conn
+            slot.upgraded.set()
+        return muxed_conn
+
+    async def handle_until_closed(read_write_closer: Any, maddr: Any, failure_event: Any) -> None:
+        slot = _InboundSlot()
+        _inbound_slot.set(slot)  # this task's context; the tasks below inherit it
+
+        async def end_when_closed() -> None:
+            await slot.upgraded.wait()
+            for conn in swarm.get_connections(slot.muxed_conn.peer_id):
+                if conn.muxed_conn is slot.muxed_conn:
+                    await conn.event_closed.wait()
+            nursery.cancel_scope.cancel()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(end_when_closed)
+            await handle(read_write_closer, maddr, failure_event)
+            nursery.cancel_scope.cancel()
+
+    swarm._do_handle_inbound_connection = handle_until_closed
+    swarm.upgrade_inbound_raw_conn = upgrade_and_note
 
 
 def _parse_multiaddr(address: str) -> multiaddr.Multiaddr:
