@@ -63,9 +63,12 @@ class WavSink:
         self.path = Path(path)
         self.frames_written = 0
         try:
-            self._wav: wave.Wave_write | None = wave.open(str(self.path), "wb")
+            # Opened here, not by wave.open: a failed wave.open leaves an object whose __del__
+            # raises, and the file handle would be wave's to close.
+            self._file = open(self.path, "wb")  # closed in close()
         except OSError as exc:
             raise AudioFileError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+        self._wav: wave.Wave_write | None = wave.open(self._file, "wb")
         self._wav.setnchannels(CHANNELS)
         self._wav.setsampwidth(SAMPLE_WIDTH)
         self._wav.setframerate(SAMPLE_RATE)
@@ -83,7 +86,10 @@ class WavSink:
     def close(self) -> None:
         if self._wav is not None:
             wav, self._wav = self._wav, None
-            wav.close()  # writes the final sizes into the header
+            try:
+                wav.close()  # writes the final sizes into the header
+            finally:
+                self._file.close()
 
     def __enter__(self) -> WavSink:
         return self
