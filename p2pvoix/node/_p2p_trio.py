@@ -83,6 +83,7 @@ from p2pvoix.node.p2p import (
     BadMultiaddr,
     ConnectFailed,
     Counters,
+    NotRunning,
     P2PConfig,
     ProtocolUnsupported,
     RequestFailed,
@@ -129,6 +130,7 @@ class TrioStack:
             str, tuple[Callable[..., Awaitable[bytes]], RequestResponseConfig]
         ] = {}
         self._stop = trio.Event()
+        self._operations: set[trio.CancelScope] = set()  # calls from asyncio in flight
         self._publish_lock = trio.Lock()  # one publish at a time, so waiting for room works
         self._connected: set[ID] = set()
         self._nursery: trio.Nursery | None = None
@@ -168,6 +170,18 @@ class TrioStack:
 
     def request_stop(self) -> None:
         self._stop.set()
+
+    async def guarded(self, operation: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        """Run one call from asyncio as part of the host's life: stopping the host ends it."""
+        if self._stop.is_set() or self._host is None:
+            raise NotRunning("the node is stopping")
+        with trio.CancelScope() as scope:
+            self._operations.add(scope)
+            try:
+                return await operation(*args)
+            finally:
+                self._operations.discard(scope)
+        raise NotRunning("the node stopped during this call")
 
     # ---- the host's life ----
 
@@ -220,6 +234,8 @@ class TrioStack:
                         await pubsub.wait_until_ready()
                         task_status.started([str(a) for a in host.get_addrs()])
                         await self._stop.wait()
+                        for scope in list(self._operations):
+                            scope.cancel()
                         await self._close_host()
                         nursery.cancel_scope.cancel()
                 finally:

@@ -304,12 +304,12 @@ class P2PNode:
     async def connect(self, multiaddr: str, timeout: float = 10.0) -> str:
         """Dial ``multiaddr`` (it must end in /p2p/<peer id>) and return the peer's ID."""
         stack = self._require_running()
-        return await self._portal.call(stack.connect, multiaddr, timeout)
+        return await self._portal.call(stack.guarded, stack.connect, multiaddr, timeout)
 
     async def disconnect(self, peer_id: str) -> None:
         _check_peer_id(peer_id)
         stack = self._require_running()
-        await self._portal.call(stack.disconnect, peer_id)
+        await self._portal.call(stack.guarded, stack.disconnect, peer_id)
 
     def connected_peers(self) -> frozenset[str]:
         return frozenset(self._connected)
@@ -355,13 +355,13 @@ class P2PNode:
         except Exception as exc:
             raise InvalidRecord(str(exc)) from exc
         stack = self._require_running()
-        await self._portal.call(stack.dht_put, key, value)
+        await self._portal.call(stack.guarded, stack.dht_put, key, value)
 
     async def dht_get(self, key: str) -> bytes | None:
         """The best valid record for ``key`` from the closest peers and this node, or None."""
         self._check_dht_key(key)
         stack = self._require_running()
-        return await self._portal.call(stack.dht_get, key)
+        return await self._portal.call(stack.guarded, stack.dht_get, key)
 
     # ---- gossip ----
 
@@ -377,7 +377,9 @@ class P2PNode:
         subscription = _Subscription(topic, validator, handler, self._counters)
         self._subscriptions[topic] = subscription
         try:
-            await self._portal.call(stack.subscribe, topic, validator, subscription.deliver)
+            await self._portal.call(
+                stack.guarded, stack.subscribe, topic, validator, subscription.deliver
+            )
         except BaseException:
             del self._subscriptions[topic]
             await subscription.close()
@@ -389,7 +391,7 @@ class P2PNode:
             return
         await subscription.close()
         if self.running and self._stack is not None:
-            await self._portal.call(self._stack.unsubscribe, topic)
+            await self._portal.call(self._stack.guarded, self._stack.unsubscribe, topic)
 
     async def publish(self, topic: str, data: bytes) -> None:
         """Send ``data`` to ``topic``; it must pass this node's own validator for the topic."""
@@ -404,7 +406,7 @@ class P2PNode:
             if not ok:
                 raise InvalidRecord(f"topic {topic}: this node's validator refuses the message")
         stack = self._require_running()
-        await self._portal.call(stack.publish, topic, bytes(data))
+        await self._portal.call(stack.guarded, stack.publish, topic, bytes(data))
 
     async def gossip_peers(self, topic: str) -> frozenset[str]:
         """Peers this node sends ``topic`` to directly (its gossipsub mesh for the topic)."""
@@ -462,7 +464,7 @@ class P2PNode:
             raise MessageTooLarge(f"{len(data)} bytes; a request carries at most {MAX_REQUEST}")
         stack = self._require_running()
         return await self._portal.call(
-            stack.request, peer_id, protocol_id, bytes(data), timeout, max_response
+            stack.guarded, stack.request, peer_id, protocol_id, bytes(data), timeout, max_response
         )
 
     # ---- statistics ----
