@@ -91,6 +91,11 @@ class WavSink:
             finally:
                 self._file.close()
 
+    def __del__(self) -> None:
+        # Forgotten without close(): still finish the header, before the file object goes.
+        if getattr(self, "_wav", None) is not None:
+            self.close()
+
     def __enter__(self) -> WavSink:
         return self
 
