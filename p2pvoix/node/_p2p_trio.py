@@ -33,7 +33,10 @@ upstream changes the behaviour:
 10. Each inbound connection's handler task lives until the swarm stops, holding one of 250
     inbound slots: a long-running node stops accepting peers after 250 have come and gone. We
     end the handler when its connection closes.
-11. libp2p logs noisily at shutdown; its logger is silent unless LIBP2P_DEBUG is set.
+11. ``host.run()`` carries on when an address cannot be bound (``ListenFailed`` instead), and a
+    host listening on 0.0.0.0 announces /ip4/0.0.0.0/..., which no peer can dial: we announce
+    each interface's address.
+12. libp2p logs noisily at shutdown; its logger is silent unless LIBP2P_DEBUG is set.
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ from libp2p.request_response import (
     RequestTimeoutError,
 )
 from libp2p.tools.anyio_service import background_trio_service
+from multiaddr.utils import get_network_addrs, is_link_local_ip
 
 from p2pvoix.errors import Rejected
 from p2pvoix.node.bridge import Portal
@@ -83,6 +87,7 @@ from p2pvoix.node.p2p import (
     BadMultiaddr,
     ConnectFailed,
     Counters,
+    ListenFailed,
     NotRunning,
     P2PConfig,
     ProtocolUnsupported,
@@ -179,6 +184,8 @@ class TrioStack:
             self._operations.add(scope)
             try:
                 return await operation(*args)
+            except BaseExceptionGroup as group:
+                raise _unwrapped(group) from None
             finally:
                 self._operations.discard(scope)
         raise NotRunning("the node stopped during this call")
@@ -186,6 +193,12 @@ class TrioStack:
     # ---- the host's life ----
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await self._run(task_status)
+        except BaseExceptionGroup as group:
+            raise _unwrapped(group) from None
+
+    async def _run(self, task_status: Any) -> None:
         listen = [_parse_multiaddr(a) for a in self._config.listen]
         private = Ed25519PrivateKey.from_bytes(self._seed)
         host = new_host(
@@ -194,6 +207,7 @@ class TrioStack:
             connection_config=ConnectionConfig(
                 max_connections_per_peer=self._config.max_connections_per_peer
             ),
+            addrs_factory=_dialable,
         )
         _end_inbound_handlers_with_their_connection(host.get_network())
         gossipsub = GossipSub(
@@ -229,6 +243,7 @@ class TrioStack:
                         trio.open_nursery() as nursery,
                     ):
                         self._nursery = nursery
+                        _check_listening(host, listen)
                         await host.get_network().auto_connector.stop()
                         host.get_network().register_notifee(_PeerNotifee(self))
                         await pubsub.wait_until_ready()
@@ -596,6 +611,54 @@ def _end_inbound_handlers_with_their_connection(swarm: Any) -> None:
 
     swarm._do_handle_inbound_connection = handle_until_closed
     swarm.upgrade_inbound_raw_conn = upgrade_and_note
+
+
+def _unwrapped(group: BaseExceptionGroup) -> BaseException:
+    """The one error inside nested nursery groups, Cancelled aside; else the group itself."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    errors = [e for e in leaves if not isinstance(e, trio.Cancelled)]
+    return errors[0] if len(errors) == 1 else group
+
+
+def _check_listening(host: IHost, requested: list[multiaddr.Multiaddr]) -> None:
+    # host.run() carries on silently when an address cannot be bound.
+    listeners = host.get_network().listeners
+    failed = [str(a) for a in requested if str(a) not in listeners]
+    if failed:
+        raise ListenFailed(", ".join(failed))
+
+
+def _dialable(candidates: list[multiaddr.Multiaddr]) -> list[multiaddr.Multiaddr]:
+    """Announce each interface's address for a wildcard listen address: libp2p would announce
+    /ip4/0.0.0.0/..., which no peer can dial."""
+    out: list[str] = []
+    for addr in map(str, candidates):
+        expanded = [addr]
+        for wildcard, family, loopback in (
+            ("/ip4/0.0.0.0/", 4, "127.0.0.1"),
+            ("/ip6/::/", 6, "::1"),
+        ):
+            if addr.startswith(wildcard):
+                ips = [ip for ip in _interface_ips(family) if not is_link_local_ip(ip)]
+                protocol = wildcard.split("/")[1]
+                rest = addr[len(wildcard) :]
+                expanded = [f"/{protocol}/{ip}/{rest}" for ip in ips or [loopback]]
+        out.extend(a for a in expanded if a not in out)
+    return [multiaddr.Multiaddr(a) for a in out]
+
+
+def _interface_ips(family: int) -> list[str]:
+    try:
+        return list(get_network_addrs(family))
+    except Exception:  # no interface information: loopback only
+        return []
 
 
 def _parse_multiaddr(address: str) -> multiaddr.Multiaddr:

@@ -235,11 +235,12 @@ class Portal:
                 if not status.reached:
                     refused = BridgeClosed(f"{handle.name} ended before it started")
                     self._resolve(started, error=error or refused)
+                    error = None  # start_task raises it; nobody waits for the handle
                 self._resolve(finished, error=error)
 
         def refuse(error: BaseException) -> None:
             self._resolve(started, error=error)
-            self._resolve(finished, error=error)
+            self._resolve(finished)
 
         self._count_call(+1)
         try:

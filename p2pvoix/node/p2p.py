@@ -32,6 +32,7 @@ __all__ = [
     "ConnectFailed",
     "DhtKeyError",
     "InvalidRecord",
+    "ListenFailed",
     "MessageTooLarge",
     "NotRunning",
     "P2PConfig",
@@ -78,6 +79,11 @@ class BadMultiaddr(UsageError):
 
 class BadPeerId(UsageError):
     """That is not a libp2p peer ID; they look like 12D3KooW… (52 characters)."""
+
+
+class ListenFailed(P2pvoixError):
+    """Could not listen on that address: the port may be in use, or the address may not belong
+    to this machine. Choose another port or address."""
 
 
 class NotRunning(P2pvoixError):

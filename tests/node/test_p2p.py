@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import itertools
 import socket
+import threading
 import time
 
 import pytest
@@ -24,6 +25,7 @@ from p2pvoix.node.p2p import (
     ConnectFailed,
     DhtKeyError,
     InvalidRecord,
+    ListenFailed,
     MessageTooLarge,
     NotRunning,
     P2PConfig,
@@ -271,6 +273,51 @@ def test_bootstrap_peers_are_dialled_at_start_and_failures_only_counted():
             assert node.statistics().counters["bootstrap_failed"] == 1
 
     run(test)
+
+
+def test_an_address_that_cannot_be_bound_fails_the_start():
+    # Work-around: host.run() carries on silently without the listener.
+    async def test():
+        async with Net() as net:
+            threads = set(threading.enumerate())
+            with socket.socket() as taken:
+                taken.bind(("127.0.0.1", 0))
+                taken.listen()
+                port = taken.getsockname()[1]
+                node = P2PNode(new_key(), net.portal)
+                with pytest.raises(ListenFailed, match=f"/tcp/{port}"):
+                    await node.start(P2PConfig(listen=(f"/ip4/127.0.0.1/tcp/{port}",)))
+            assert set(threading.enumerate()) == threads
+            assert not node.running
+
+    run(test)
+
+
+def test_wildcard_listen_addresses_are_announced_as_interface_addresses(monkeypatch):
+    # Work-around: libp2p would announce /ip4/0.0.0.0/..., which no peer can dial.
+    from multiaddr import Multiaddr
+
+    from p2pvoix.node import _p2p_trio
+
+    interfaces = {4: ["192.0.2.7", "10.1.2.3"], 6: ["fe80::1", "2001:db8::7"]}
+    monkeypatch.setattr(_p2p_trio, "_interface_ips", lambda family: interfaces[family])
+    announced = _p2p_trio._dialable(
+        [
+            Multiaddr("/ip4/0.0.0.0/tcp/4001"),
+            Multiaddr("/ip6/::/tcp/4002"),
+            Multiaddr("/ip4/127.0.0.1/tcp/4003"),
+        ]
+    )
+    assert [str(a) for a in announced] == [
+        "/ip4/192.0.2.7/tcp/4001",
+        "/ip4/10.1.2.3/tcp/4001",
+        "/ip6/2001:db8::7/tcp/4002",  # link-local left out
+        "/ip4/127.0.0.1/tcp/4003",
+    ]
+    monkeypatch.setattr(_p2p_trio, "_interface_ips", lambda family: [])
+    assert [str(a) for a in _p2p_trio._dialable([Multiaddr("/ip4/0.0.0.0/tcp/1")])] == [
+        "/ip4/127.0.0.1/tcp/1"
+    ]
 
 
 def test_calls_on_a_node_that_is_not_running_are_refused():

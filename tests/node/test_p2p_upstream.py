@@ -8,6 +8,7 @@ import hashlib
 import itertools
 import logging
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -324,3 +325,28 @@ def test_libp2p_leaves_its_logger_without_handlers_so_warnings_reach_stderr():
     )
     assert result.stderr.strip() == "noisy"
     assert logging.getLogger("libp2p").propagate is False
+
+
+def test_a_listen_address_that_cannot_be_bound_is_skipped_silently():
+    async def main():
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            host = _host()
+            async with host.run([Multiaddr(f"/ip4/127.0.0.1/tcp/{port}")]):
+                listeners = dict(host.get_network().listeners)
+            await host.close()
+            return listeners
+
+    assert trio.run(main) == {}
+
+
+def test_a_wildcard_listen_address_is_announced_as_it_is():
+    async def main():
+        host = _host()
+        host.get_transport_addrs = lambda: [Multiaddr("/ip4/0.0.0.0/tcp/4001")]
+        return [str(a) for a in host.get_addrs()], host.get_id().to_base58()
+
+    announced, peer_id = trio.run(main)
+    assert announced == [f"/ip4/0.0.0.0/tcp/4001/p2p/{peer_id}"]
