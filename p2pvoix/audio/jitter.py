@@ -78,9 +78,11 @@ class DelayEstimator:
             self._loss_count += lost_frame
 
     def restart(self) -> None:
-        """A new talkspurt with its own frame numbering: forget offsets, keep what the path taught."""
+        """A new talkspurt with its own frame numbering: forget offsets, keep what the path taught
+        (the target does not decay over the pause: a quiet path is not a calmer one)."""
         self._offsets.clear()
         self._sorted.clear()
+        self._updated_ms = None
 
     # -- outputs --------------------------------------------------------------------------------
 

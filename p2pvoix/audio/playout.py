@@ -53,8 +53,10 @@ class PlayoutState(enum.Enum):
 
 @dataclass(frozen=True)
 class PlayoutItem:
-    """What to play for one tick. ``seq`` is the frame it stands for (``None`` for silence while
-    idle or waiting); ``payload`` is that frame's packet (PACKET) or the next frame's (FEC)."""
+    """What to play for one tick. ``seq`` is the frame it stands for, or ``None`` when it stands
+    for none (silence while idle or waiting, a frame inserted to stretch the stream, a frame whose
+    turn an earlier talkspurt already had); ``payload`` is that frame's packet (PACKET) or the next
+    frame's (FEC)."""
 
     kind: PlayoutKind
     seq: int | None = None

@@ -65,6 +65,9 @@ def test_restart_forgets_offsets_but_keeps_the_target():
     estimator.restart()
     assert estimator.base_ms is None
     assert estimator.target_ms == target
+    estimator.on_arrival(0, 60_000.0)  # a minute later, a calm new talkspurt
+    assert estimator.update(60_000.0) == target  # the pause taught nothing: no decay over it
+    assert estimator.update(61_000.0) < target
 
 
 def test_bad_settings_raise():
