@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from p2pvoix.crypto.keys import PublicKey, SigningKey
 from p2pvoix.errors import P2pvoixError, Rejected, UsageError
-from p2pvoix.node.bridge import Portal
+from p2pvoix.node.bridge import BridgeClosed, Portal, TrioTask
 
 if TYPE_CHECKING:
     from p2pvoix.node._p2p_trio import TrioStack
@@ -234,7 +234,7 @@ class P2PNode:
         self._key = key
         self._portal = portal
         self._stack: TrioStack | None = None
-        self._task = None
+        self._host_task: asyncio.Task[None] | None = None  # ends when the trio side has
         self._state = "new"  # new -> running -> stopped
         self._addrs: list[str] = []
         self._connected: set[str] = set()
@@ -275,9 +275,10 @@ class P2PNode:
             self._stack.set_request_handler(
                 protocol_id, self._wrap_handler(handler), max_req, max_resp, timeout
             )
-        self._task = await self._portal.start_task(self._stack.run, name=f"p2p {self.peer_id}")
-        self._addrs = list(self._task.value)
+        task = await self._portal.start_task(self._stack.run, name=f"p2p {self.peer_id}")
+        self._addrs = list(task.value)
         self._state = "running"
+        self._host_task = asyncio.create_task(self._watch_host(task), name=f"p2p {self.peer_id}")
         if config.bootstrap:
             await self._bootstrap(config.bootstrap, config.bootstrap_timeout)
 
@@ -287,15 +288,26 @@ class P2PNode:
             self._state = "stopped"
             return
         self._state = "stopped"
+        assert self._stack is not None and self._host_task is not None
+        try:
+            await self._portal.run_sync(self._stack.request_stop)
+        except P2pvoixError:  # the portal stopped first and cancelled the host with it
+            pass
+        await self._host_task
+
+    async def _watch_host(self, task: TrioTask) -> None:
+        try:
+            await task.wait()
+        except BridgeClosed:
+            logger.debug("p2p host %s ended with the portal", self.peer_id)
+        except Exception:
+            logger.exception("p2p host %s failed", self.peer_id)
+        if self._state == "running":
+            logger.error("p2p host %s stopped without being asked to", self.peer_id)
+            self._state = "stopped"
         for subscription in list(self._subscriptions.values()):
             await subscription.close()
         self._subscriptions.clear()
-        assert self._stack is not None and self._task is not None
-        try:
-            await self._portal.run_sync(self._stack.request_stop)
-            await self._task.wait()
-        except P2pvoixError:  # the portal went first; its shutdown cancelled the host
-            logger.debug("p2p host ended with the portal", exc_info=True)
         for peer_id in sorted(self._connected):
             self._on_peer(peer_id, False)
         for stream in list(self._event_streams):

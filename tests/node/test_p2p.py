@@ -674,3 +674,19 @@ def test_a_restarted_node_is_heard_at_once():
             assert len(set(got)) == 40
 
     run(test)
+
+
+def test_a_node_whose_portal_stops_reports_itself_stopped_and_its_peers_gone():
+    async def test():
+        async with Net() as net:
+            a, b = await net.chain(2)
+            with a.peer_events() as events:
+                await net.portal.stop()
+                assert await asyncio.wait_for(anext(events), 5) == PeerDisconnected(b.peer_id)
+                with pytest.raises(StopAsyncIteration):
+                    await anext(events)
+            assert not a.running and a.connected_peers() == frozenset()
+            with pytest.raises(NotRunning):
+                await a.publish("t", b"x")
+
+    run(test)
