@@ -52,6 +52,8 @@ OnEvent = Callable[[AudioEvent], None]
 
 @dataclass(frozen=True)
 class EngineStatistics:
+    """Counts since the engine was made, and each incoming stream's playout figures."""
+
     ticks: int  # ticks run
     caught_up: int  # ticks run late, back to back, after a short stall
     skipped: int  # ticks skipped after a long stall
@@ -162,10 +164,7 @@ class AudioEngine:
 
     def remove_stream(self, stream_id: Hashable) -> None:
         """Stop playing ``stream_id`` now (the peer left or was muted)."""
-        stream = self._streams.pop(stream_id, None)
-        if stream is not None:
-            stream.decoder.close()
-            self._emit(self._speaking.forget(stream_id, self._clock.now_ms()))
+        self._emit(self._remove(stream_id, self._clock.now_ms()))
 
     def now_ms(self) -> float:
         """The engine clock's time, to stamp arrivals with."""
@@ -194,7 +193,7 @@ class AudioEngine:
             if pcm is not None:
                 frames.append(pcm)
             elif self._expired(stream, now_ms):
-                self.remove_stream(stream_id)
+                events += self._remove(stream_id, now_ms)
         self._sink.write(mix(frames))
         self._emit(events)
 
@@ -230,6 +229,13 @@ class AudioEngine:
         if item.kind is PlayoutKind.CONCEAL:
             return decoder.conceal()
         return None
+
+    def _remove(self, stream_id: Hashable, now_ms: float) -> list[AudioEvent]:
+        stream = self._streams.pop(stream_id, None)
+        if stream is None:
+            return []
+        stream.decoder.close()
+        return self._speaking.forget(stream_id, now_ms)
 
     def _expired(self, stream: _Stream, now_ms: float) -> bool:
         return (
