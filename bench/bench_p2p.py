@@ -210,7 +210,8 @@ def main(quick: bool) -> dict:
             print(f"{name:<28} {value:>10}")
     stock, ours = figures["connect_stock"]["p50_ms"], figures["connect_workaround"]["p50_ms"]
     print(
-        f"connect: {stock / ours:.0f}x faster with max_connections_per_peer=1 ({stock} -> {ours} ms)"
+        f"connect: {stock / ours:.0f}x faster with max_connections_per_peer=1"
+        f" ({stock} -> {ours} ms)"
     )
     return figures
 

@@ -221,7 +221,8 @@ class TrioStack:
         )
         pubsub = Pubsub(host, gossipsub, strict_signing=True)
         pubsub.counter = time.time_ns()
-        gossipsub._handle_dropped_rpc = self._counting_drops(gossipsub._handle_dropped_rpc)  # type: ignore[method-assign]
+        counted = self._counting_drops(gossipsub._handle_dropped_rpc)
+        gossipsub._handle_dropped_rpc = counted  # type: ignore[method-assign]
         dht = KadDHT(
             host,
             DHTMode.SERVER,

@@ -1,11 +1,11 @@
 """The one crossing between asyncio and trio: a portal to a dedicated trio thread.
 
 libp2p is trio-only and the node runs on asyncio, so one thread runs ``trio.run()`` and owns every
-libp2p object. From asyncio, ``await portal.call(fn, *args)`` runs an async ``fn`` in that thread and
-returns its result; ``portal.start_task`` starts a long-lived trio task (``nursery.start`` style)
-owned by the portal's nursery. From trio, ``await portal.call_asyncio(fn, *args)`` runs an async
-``fn`` on the asyncio loop, and ``portal.post(fn, *args)`` queues a plain callback there without
-waiting.
+libp2p object. From asyncio, ``await portal.call(fn, *args)`` runs an async ``fn`` in that thread
+and returns its result; ``portal.start_task`` starts a long-lived trio task (like
+``nursery.start``) owned by the portal's nursery. From trio, ``await portal.call_asyncio(fn,
+*args)`` runs an async ``fn`` on the asyncio loop, and ``portal.post(fn, *args)`` queues a plain
+callback there without waiting.
 
 Cancellation crosses both ways: cancelling an asyncio caller (``wait_for``, ``timeout``) cancels the
 trio side and waits for it to unwind; cancelling the trio caller of ``call_asyncio`` cancels the
@@ -70,7 +70,7 @@ class TrioTask:
         self._portal._run_sync_soon(self._cancel_in_trio)
 
     async def wait(self) -> None:
-        """Wait until the task has finished; re-raise its error, ``BridgeClosed`` if it was cut short."""
+        """Wait until the task has finished; re-raise its error (``BridgeClosed`` if cut short)."""
         await asyncio.shield(self._finished)
 
     def _cancel_in_trio(self) -> None:
@@ -91,6 +91,7 @@ class Portal:
         self._stop_requested: trio.Event | None = None
         self._finished: asyncio.Future[None] | None = None
         self._closing = False  # set in the trio thread once no new work may start
+        self._stop_early = False  # stop() before the trio thread had its token
         self._calls = 0
         self._calls_pending = 0
         self._callbacks = 0
@@ -124,6 +125,7 @@ class Portal:
         if self._thread is None or self._finished is None:
             return
         if not self._finished.done():
+            self._stop_early = True  # read by the trio thread if it has not started yet
             try:
                 self._run_sync_soon(self._request_stop)
             except BridgeClosed:
@@ -264,7 +266,7 @@ class Portal:
     # ---- trio -> asyncio ----
 
     async def call_asyncio(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """From the trio thread: run ``await fn(*args)`` on the asyncio loop and return its result."""
+        """From the trio thread: run ``await fn(*args)`` on the asyncio loop; return its result."""
         loop = self._require_loop()
         self._count_callback()
         token = trio.lowlevel.current_trio_token()
@@ -313,8 +315,10 @@ class Portal:
                 self._post_nowait(_set_exception_if_pending, ready, BridgeClosed("start failed"))
 
     async def _trio_main(self, ready: asyncio.Future[None]) -> None:
-        self._token = trio.lowlevel.current_trio_token()
         self._stop_requested = trio.Event()
+        self._token = trio.lowlevel.current_trio_token()
+        if self._stop_early:
+            self._request_stop()
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -410,7 +414,7 @@ class Portal:
 
 
 class _TaskStatus:
-    """The ``task_status`` handed to a ``start_task`` function (no nursery, so no group wrapping)."""
+    """The ``task_status`` given to a ``start_task`` function (no nursery: no group wrapping)."""
 
     def __init__(self, portal: Portal, handle: TrioTask) -> None:
         self._portal = portal

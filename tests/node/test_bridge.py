@@ -265,3 +265,17 @@ def test_start_and_stop_leave_no_thread_behind():
         assert set(threading.enumerate()) == before
 
     run(test)
+
+
+def test_cancelling_start_stops_the_thread_it_began():
+    async def test():
+        before = set(threading.enumerate())
+        portal = Portal()
+        starting = asyncio.ensure_future(portal.start())
+        await asyncio.sleep(0)  # the thread exists; its trio loop may not be ready yet
+        starting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await starting
+        assert set(threading.enumerate()) == before
+
+    run(test)
