@@ -6,16 +6,21 @@ uses) and aiortc's pure-Python ``compute_audio_level_dbov``.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 
 import numpy as np
 
-from p2pvoix.audio.format import FRAME_SAMPLES, SAMPLE_RATE
+from p2pvoix.audio.clock import LoopClock
+from p2pvoix.audio.engine import AudioEngine
+from p2pvoix.audio.format import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE
 from p2pvoix.audio.levels import level_dbov
 from p2pvoix.audio.mixer import mix
 from p2pvoix.audio.opus import OpusDecoder, OpusEncoder, opus_version
 from p2pvoix.audio.playout import PlayoutBuffer, PlayoutKind
+from p2pvoix.audio.sinks import NullSink
+from p2pvoix.audio.sources import ToneSource
 
 
 def main(quick: bool) -> dict:
@@ -42,6 +47,7 @@ def main(quick: bool) -> dict:
         figures[f"tick_{streams}_streams_no_decode_us"] = _tick_us(packets, streams, decode=False)
 
     figures.update(_fec_against_plc(speech, n))
+    figures.update(asyncio.run(_real_clock(1.0 if quick else 5.0)))
     _print_table(figures)
     return figures
 
@@ -105,6 +111,31 @@ def _fec_against_plc(speech: np.ndarray, n: int) -> dict:
         "lost_frames": len(lost),
         "fec_snr_db": round(float(np.mean(fec_snr)), 1),
         "plc_snr_db": round(float(np.mean(plc_snr)), 1),
+    }
+
+
+async def _real_clock(seconds: float) -> dict:
+    """The engine on the loop clock, sending to itself: how late ticks run, and whether the
+    clock keeps time over the run."""
+    clock = LoopClock()
+    lateness = []
+    start = clock.now_ms()
+
+    def on_frame(seq: int, packet: bytes, level: float) -> None:
+        lateness.append(clock.now_ms() - (start + seq * FRAME_MS))
+        engine.deliver("self", seq, packet)
+
+    engine = AudioEngine(source=ToneSource(440.0), sink=NullSink(), on_frame=on_frame, clock=clock)
+    async with engine:
+        await asyncio.sleep(seconds)
+    stats = engine.statistics()
+    return {
+        "real_clock_s": seconds,
+        "real_clock_ticks": stats.ticks,
+        "real_clock_expected_ticks": int(seconds * 1000 / FRAME_MS) + 1,
+        "tick_late_median_ms": round(float(np.median(lateness)), 2),
+        "tick_late_max_ms": round(float(np.max(lateness)), 2),
+        "self_stream_played": stats.streams["self"].played,
     }
 
 
@@ -176,6 +207,14 @@ def _print_table(f: dict) -> None:
         ("tick, 8 streams, no decode: playout+level+mix", f"{f['tick_8_streams_no_decode_us']} µs"),
         (f"lost frame SNR, FEC ({f['lost_frames']} frames)", f"{f['fec_snr_db']} dB"),
         ("lost frame SNR, PLC", f"{f['plc_snr_db']} dB"),
+        (
+            f"engine on the loop clock, {f['real_clock_s']:g} s: ticks",
+            f"{f['real_clock_ticks']} (of {f['real_clock_expected_ticks']})",
+        ),
+        (
+            "  tick lateness, median / max",
+            f"{f['tick_late_median_ms']} / {f['tick_late_max_ms']} ms",
+        ),
     ]
     width = max(len(r[0]) for r in rows)
     print(f"libopus: {f['libopus']}, {f['frames']} frames")
