@@ -103,7 +103,7 @@ class AudioEngine:
         self._streams: dict[Hashable, _Stream] = {}
         self._rejected = RejectionCounter()
         self._task: asyncio.Task[None] | None = None
-        self._closed = False
+        self._started = False
         self._counts = dict.fromkeys(
             "ticks caught_up skipped sent source_empty refused_streams".split(), 0
         )
@@ -113,8 +113,9 @@ class AudioEngine:
 
     async def run(self) -> None:
         """Tick every 20 ms until cancelled; closes source, sink and codecs on the way out."""
-        if self._closed:
+        if self._started:
             raise RuntimeError("an AudioEngine runs once")
+        self._started = True
         try:
             deadline = self._clock.now_ms()
             while True:
@@ -259,7 +260,6 @@ class AudioEngine:
                 self._on_event(event)
 
     def _close(self) -> None:
-        self._closed = True
         # Each close is attempted even if an earlier one fails, so a recording is never left
         # without its header because a device failed to close.
         closers = [self._sink.close]
