@@ -187,8 +187,8 @@ NULL_DEVICE_RUN = textwrap.dedent(
     def native_threads():
         return len(os.listdir("/proc/self/task"))
 
+    names = [d.name for d in list_devices()]  # loads PortAudio first: count only the streams'
     threads_before = native_threads()
-    names = [d.name for d in list_devices()]
     source = DeviceSource("p2pvoixnull", queue_frames=5, max_backlog=2)
     sink = DeviceSink("p2pvoixnull", queue_frames=5)
     time.sleep(0.2)  # the null device runs unpaced: the capture queue overflows at once
