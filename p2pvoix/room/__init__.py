@@ -5,7 +5,7 @@ docs/protocol/authority.md. The node holds one ``RoomLog`` per room, feeds it th
 (``receive``), asks ``queries`` what the state allows, and runs a ``Sequencer`` while it holds the
 authority. Modules:
 
-- ``wire``: the four message kinds (genesis, action, entry, checkpoint) and the ops
+- ``wire``: the four message kinds (genesis, action, entry, checkpoint); ``ops``: what actions ask
 - ``state``: ``RoomState`` and its parts; ``snapshot``: its canonical encoding and checkpoints
 - ``permissions``: the permission table; ``transitions``: applying an entry
 - ``succession``: who sequences, takeovers, fork choice; ``log``: one node's tree of entries
@@ -33,6 +33,7 @@ from p2pvoix.room.events import (
     Unmuted,
 )
 from p2pvoix.room.log import Accepted, RoomLog
+from p2pvoix.room.ops import Op
 from p2pvoix.room.permissions import PERMISSIONS, Rule
 from p2pvoix.room.queries import (
     StageMember,
@@ -57,7 +58,6 @@ from p2pvoix.room.wire import (
     Checkpoint,
     Entry,
     Genesis,
-    Op,
     create_room,
     sign_action,
     sign_entry,

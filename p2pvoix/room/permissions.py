@@ -15,9 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from p2pvoix.crypto.keys import PublicKey
+from p2pvoix.room.ops import Op
 from p2pvoix.room.reasons import RoomReason, RoomRejected
 from p2pvoix.room.state import STAFF, STAGE, Role, RoomState
-from p2pvoix.room.wire import Action, Op
+from p2pvoix.room.wire import Action
 
 OWNER, MODERATOR, SPEAKER, AUDIENCE, BANNED = (
     Role.OWNER, Role.MODERATOR, Role.SPEAKER, Role.AUDIENCE, Role.BANNED

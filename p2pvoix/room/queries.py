@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 from p2pvoix.crypto.keys import PublicKey
 from p2pvoix.room import permissions
+from p2pvoix.room.ops import Op
 from p2pvoix.room.reasons import RoomRejected
 from p2pvoix.room.state import STAGE, Hand, Invitation, Role, RoomState
 from p2pvoix.room.succession import seniority, succession_order
-from p2pvoix.room.wire import Op
 
 __all__ = [
     "StageMember", "can", "hand_queue", "invitations", "is_banned", "may_play", "role_of",

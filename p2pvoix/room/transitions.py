@@ -34,10 +34,11 @@ from p2pvoix.room.events import (
     TitleChanged,
     Unmuted,
 )
+from p2pvoix.room.ops import Op
 from p2pvoix.room.reasons import RoomReason, RoomRejected
 from p2pvoix.room.state import STAFF, STAGE, Hand, Invitation, Replay, Role, RoomState
 from p2pvoix.room.succession import check_takeover
-from p2pvoix.room.wire import Action, Entry, Genesis, Op
+from p2pvoix.room.wire import Action, Entry, Genesis
 
 ACTION_MAX_AGE_MS = 60_000
 ACTION_MAX_LEAD_MS = 30_000

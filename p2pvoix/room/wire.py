@@ -7,15 +7,15 @@ one room verifies in another. Parsing turns a verified envelope into a frozen da
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 from p2pvoix.crypto.envelope import Envelope, KindSpec, open_envelope, seal
 from p2pvoix.crypto.errors import EnvelopeError
 from p2pvoix.crypto.keys import PUBLIC_KEY_SIZE, PublicKey, SigningKey
 from p2pvoix.crypto.schema import Bool, Bytes, Int, ListOf, Schema, Text
+from p2pvoix.room.ops import OP_PARAMS, Op
 from p2pvoix.room.reasons import RoomReason, RoomRejected, from_envelope_error
 from p2pvoix.room.state import DEFAULT_SETTINGS, Settings
 
@@ -27,49 +27,6 @@ GENESIS_MAX_SIZE = 2048
 SNAPSHOT_MAX_SIZE = 1 << 20
 CHECKPOINT_MAX_SIZE = SNAPSHOT_MAX_SIZE + 512
 
-
-class Op(StrEnum):
-    """What an action asks for; who may ask is ``permissions.PERMISSIONS``."""
-
-    RAISE_HAND = "raise_hand"
-    LOWER_HAND = "lower_hand"
-    CLEAR_HAND = "clear_hand"
-    INVITE = "invite"
-    CANCEL_INVITE = "cancel_invite"
-    ACCEPT_INVITE = "accept_invite"
-    DECLINE_INVITE = "decline_invite"
-    LEAVE_STAGE = "leave_stage"
-    DEMOTE = "demote"
-    MUTE = "mute"
-    UNLOCK_MUTE = "unlock_mute"
-    SELF_MUTE = "self_mute"
-    SELF_UNMUTE = "self_unmute"
-    REMOVE = "remove"
-    BAN = "ban"
-    UNBAN = "unban"
-    PROMOTE_MODERATOR = "promote_moderator"
-    DEMOTE_MODERATOR = "demote_moderator"
-    SET_INFO = "set_info"
-    SET_SETTINGS = "set_settings"
-    END_ROOM = "end_room"
-    HANDOVER = "handover"
-
-
-_TARGET = frozenset({"to"})
-# Exactly these body fields besides "op" and "nonce"; anything else is malformed.
-OP_PARAMS: Mapping[Op, frozenset[str]] = {
-    **{op: frozenset() for op in Op},
-    **{
-        op: _TARGET
-        for op in (
-            Op.CLEAR_HAND, Op.INVITE, Op.CANCEL_INVITE, Op.DEMOTE, Op.UNLOCK_MUTE, Op.REMOVE,
-            Op.BAN, Op.UNBAN, Op.PROMOTE_MODERATOR, Op.DEMOTE_MODERATOR, Op.HANDOVER,
-        )
-    },
-    Op.MUTE: frozenset({"to", "lock"}),
-    Op.SET_INFO: frozenset({"title", "tags", "lang"}),
-    Op.SET_SETTINGS: frozenset({"settings"}),
-}
 
 MAX_TAGS = 5
 TITLE = Text(min=1, max=120)

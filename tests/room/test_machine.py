@@ -32,9 +32,10 @@ from p2pvoix.room import (
     state_digest,
     takeover_earliest_ms,
 )
+from p2pvoix.room.ops import OP_PARAMS
 from p2pvoix.room.state import STAFF, STAGE
 from p2pvoix.room.view import View, fold, view_of
-from p2pvoix.room.wire import ENTRY, OP_PARAMS, Entry, open_room_message
+from p2pvoix.room.wire import ENTRY, Entry, open_room_message
 from tests.room.helpers import MODS, OTHER_ROOM_KEY, OWNER, PEOPLE, ROOM_KEY, START_MS
 
 NODE_KEYS = [OWNER, MODS[0], MODS[1], MODS[2]]  # identities that run a node
