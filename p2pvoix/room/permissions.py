@@ -231,10 +231,13 @@ def permission_table_markdown() -> str:
         "| op | actor's role | target's role | staff target junior | subject becomes | also needs |",
         "|---|---|---|---|---|---|",
     ]
+    def roles(chosen: frozenset[Role]) -> str:
+        return ", ".join(role for role in Role if role in chosen)  # in order of rank
+
     for op, rule in PERMISSIONS.items():
-        targets = ", ".join(sorted(rule.targets)) if rule.targets is not None else "(self)"
+        targets = roles(rule.targets) if rule.targets is not None else "(self)"
         lines.append(
-            f"| `{op}` | {', '.join(sorted(rule.actors))} | {targets} | "
+            f"| `{op}` | {roles(rule.actors)} | {targets} | "
             f"{'yes' if rule.senior else ''} | {rule.becomes or ''} | "
             f"{', '.join(f'`{n}`' for n in rule.needs)} |"
         )
