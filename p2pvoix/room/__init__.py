@@ -8,7 +8,8 @@ authority. Modules:
 - ``wire``: the four message kinds (genesis, action, entry, checkpoint); ``ops``: what actions ask
 - ``state``: ``RoomState`` and its parts; ``snapshot``: its canonical encoding and checkpoints
 - ``permissions``: the permission table; ``transitions``: applying an entry
-- ``succession``: who sequences, takeovers, fork choice; ``log``: one node's tree of entries
+- ``succession``: who sequences, takeovers, fork choice; ``tree``: the entries' tree and its
+  fork-choice pass; ``log``: one node's copy of the log
 - ``sequencer``: turning actions into entries; ``queries``: what the rest of p2pvoix asks
 - ``events``, ``view``: what changed, for the UI and the node; ``reasons``: rejection codes
 """

@@ -22,8 +22,8 @@ from p2pvoix.room.events import Reorganized, RoomEvent
 from p2pvoix.room.reasons import RoomReason, RoomRejected
 from p2pvoix.room.snapshot import encode_snapshot, load_checkpoint
 from p2pvoix.room.state import RoomState
-from p2pvoix.room.succession import fork_key
 from p2pvoix.room.transitions import apply_entry, check_entry, initial_state
+from p2pvoix.room.tree import NONE, Node, choose, compare_branches
 from p2pvoix.room.view import diff_events, view_of
 from p2pvoix.room.wire import (
     CHECKPOINT,
@@ -53,25 +53,6 @@ class Accepted:
     pending: bool = False  # verified, but held until its parent arrives (see ``wanted``)
 
 
-class _Node:
-    __slots__ = ("digest", "entry", "parent", "children", "seq", "epoch", "revoked", "best", "sub")
-
-    def __init__(self, digest: bytes, entry: Entry | None, parent: _Node | None, seq: int,
-                 epoch: int, revoked: dict[PublicKey, int]) -> None:
-        self.digest = digest
-        self.entry = entry  # None for the root (genesis or checkpoint)
-        self.parent = parent
-        self.children: list[_Node] = []
-        self.seq = seq
-        self.epoch = epoch  # epoch after this entry
-        self.revoked = revoked  # identities this entry strips of staff rights -> revoker's rank
-        self.best: _Node = self  # fork choice scratch: canonical leaf of this subtree
-        self.sub: dict[PublicKey, int] = revoked  # and every revocation in this subtree
-
-
-_NONE: dict[PublicKey, int] = {}  # shared, never mutated
-
-
 class RoomLog:
     """A room's log as one node holds it. Not thread-safe; time is always an argument."""
 
@@ -80,8 +61,8 @@ class RoomLog:
         self.room = genesis.room
         self.rejections = rejections if rejections is not None else RejectionCounter()
         state = initial_state(genesis)
-        self._root = _Node(genesis.digest, None, None, 0, 0, _NONE)
-        self._nodes: dict[bytes, _Node] = {genesis.digest: self._root}
+        self._root = Node(genesis.digest, None, None, 0, 0, NONE)
+        self._nodes: dict[bytes, Node] = {genesis.digest: self._root}
         self._head = self._root
         self._head_state = state
         self._anchors: dict[bytes, RoomState] = {genesis.digest: state.copy()}
@@ -207,7 +188,7 @@ class RoomLog:
                 del self._pending_by_signer[entry.sequencer]
         return sorted(waiting.values(), key=lambda e: e.digest)
 
-    def _attach(self, parent: _Node, entry: Entry, events: list[RoomEvent]) -> None:
+    def _attach(self, parent: Node, entry: Entry, events: list[RoomEvent]) -> None:
         """Join ``entry`` (and whatever waited for it) to the tree; raise if ``entry`` is invalid."""
         work = [(parent, entry)]
         first = True
@@ -223,7 +204,7 @@ class RoomLog:
             first = False
             work.extend((node, waiting) for waiting in self._take_waiting(node.digest))
 
-    def _link(self, parent: _Node, entry: Entry, events: list[RoomEvent]) -> _Node:
+    def _link(self, parent: Node, entry: Entry, events: list[RoomEvent]) -> Node:
         if entry.seq != parent.seq + 1:
             raise RoomRejected(RoomReason.OUT_OF_SEQUENCE, f"{entry.seq} after {parent.seq}")
         if parent is self._head:
@@ -241,9 +222,9 @@ class RoomLog:
         self._choose_head(events)
         return node
 
-    def _new_node(self, parent: _Node, entry: Entry, epoch: int,
-                  revoked: tuple[tuple[PublicKey, int], ...]) -> _Node:
-        node = _Node(entry.digest, entry, parent, entry.seq, epoch, dict(revoked) or _NONE)
+    def _new_node(self, parent: Node, entry: Entry, epoch: int,
+                  revoked: tuple[tuple[PublicKey, int], ...]) -> Node:
+        node = Node(entry.digest, entry, parent, entry.seq, epoch, dict(revoked) or NONE)
         parent.children.append(node)
         if len(parent.children) == 2:
             self._forks += 1
@@ -253,29 +234,14 @@ class RoomLog:
     # -- fork choice -----------------------------------------------------------------------
 
     def _choose_head(self, events: list[RoomEvent]) -> None:
-        # Children come after their parents in ``_nodes``, so one reverse pass sees every subtree
-        # before its root.
-        for node in reversed(self._nodes.values()):
-            children = node.children
-            if not children:
-                node.best, node.sub = node, node.revoked
-            elif len(children) == 1:
-                child = children[0]
-                node.best = child.best
-                node.sub = _merge(node.revoked, child.sub) if node.revoked else child.sub
-            else:
-                chosen = min(children, key=lambda c: fork_key(c.entry, node.epoch,  # type: ignore
-                                                              _ousted_by(c, children)))
-                node.best = chosen.best
-                node.sub = _merge(node.revoked, *(c.sub for c in children))
-        self._move_head(self._root.best, events)
+        self._move_head(choose(self._root, self._nodes.values()), events)
 
-    def _move_head(self, target: _Node, events: list[RoomEvent]) -> None:
+    def _move_head(self, target: Node, events: list[RoomEvent]) -> None:
         old = self._head
         if target is old:
             return
         path = []
-        node: _Node | None = target
+        node: Node | None = target
         while node is not None and node.seq > old.seq:
             path.append(node)
             node = node.parent
@@ -288,14 +254,14 @@ class RoomLog:
             return
         old_state = self._head_state
         new_state = self._state_at(target).copy()
-        fork_seq, dropped = _compare_branches(old, target, self._root.seq)
+        fork_seq, dropped = compare_branches(old, target, self._root.seq)
         events.append(Reorganized(old.digest, target.digest, fork_seq, dropped))
         events.extend(diff_events(view_of(old_state), view_of(new_state)))
         self._head, self._head_state = target, new_state
 
     # -- states ------------------------------------------------------------------------------
 
-    def _state_at(self, node: _Node) -> RoomState:
+    def _state_at(self, node: Node) -> RoomState:
         """The state after ``node``; shared with caches, so callers copy before changing it."""
         if node is self._head:
             return self._head_state
@@ -321,7 +287,7 @@ class RoomLog:
             self._recent.popitem(last=False)
         return state
 
-    def _keep_anchor(self, node: _Node, state: RoomState) -> None:
+    def _keep_anchor(self, node: Node, state: RoomState) -> None:
         if node.seq % ANCHOR_EVERY == 0:
             self._anchors[node.digest] = state.copy()
 
@@ -349,13 +315,13 @@ class RoomLog:
         self._reroot(checkpoint, state, anchor, events)
         return Accepted(checkpoint.digest, tuple(events))
 
-    def _reroot(self, checkpoint: Checkpoint, state: RoomState, anchor: _Node | None,
+    def _reroot(self, checkpoint: Checkpoint, state: RoomState, anchor: Node | None,
                 events: list[RoomEvent]) -> None:
         if anchor is None:
-            anchor = _Node(checkpoint.head, None, None, checkpoint.seq, state.epoch, _NONE)
+            anchor = Node(checkpoint.head, None, None, checkpoint.seq, state.epoch, NONE)
         anchor.parent, anchor.entry = None, None
         self._root, self._checkpoint = anchor, checkpoint
-        nodes: dict[bytes, _Node] = {}
+        nodes: dict[bytes, Node] = {}
         queue = [anchor]
         while queue:  # breadth first keeps every parent before its children
             node = queue.pop(0)
@@ -373,7 +339,7 @@ class RoomLog:
         if self._nodes.get(self._head.digest) is not self._head:
             old, old_state = self._head, self._head_state
             self._head, self._head_state = anchor, state.copy()
-            fork_seq, dropped = _compare_branches(old, anchor, anchor.seq)
+            fork_seq, dropped = compare_branches(old, anchor, anchor.seq)
             events.append(Reorganized(old.digest, anchor.digest, fork_seq, dropped))
             events.extend(diff_events(view_of(old_state), view_of(self._head_state)))
         for waiting in self._take_waiting(anchor.digest):
@@ -395,40 +361,3 @@ class RoomLog:
                 self._refuse(waiting.digest, RoomRejected(RoomReason.UNKNOWN_PARENT,
                                                           "its parent was refused"))
         return rejection
-
-
-def _ousted_by(child: _Node, siblings: list[_Node]) -> int | None:
-    assert child.entry is not None
-    signer = child.entry.sequencer
-    ranks = [s.sub[signer] for s in siblings if s is not child and signer in s.sub]
-    return min(ranks) if ranks else None
-
-
-def _merge(*maps: dict[PublicKey, int]) -> dict[PublicKey, int]:
-    merged: dict[PublicKey, int] = {}
-    for revoked in maps:
-        for who, rank in revoked.items():
-            if who not in merged or rank < merged[who]:
-                merged[who] = rank
-    return merged or _NONE
-
-
-def _compare_branches(old: _Node, new: _Node, root_seq: int) -> tuple[int, tuple[bytes, ...]]:
-    """The last position two heads share, and the actions only the old branch holds."""
-    a: _Node | None = old
-    b: _Node | None = new
-    old_actions: list[bytes] = []
-    new_actions: set[bytes] = set()
-    while a is not None and b is not None and a is not b:
-        if a.seq >= b.seq:
-            if a.entry is not None and a.entry.action is not None:
-                old_actions.append(a.entry.action.encoded)
-            a = a.parent
-        else:
-            if b.entry is not None and b.entry.action is not None:
-                new_actions.add(b.entry.action.encoded)
-            b = b.parent
-    # Without a meeting point a checkpoint cut the branches apart: they share at most up to both.
-    fork_seq = a.seq if a is not None and a is b else min(old.seq, root_seq)
-    dropped = tuple(act for act in reversed(old_actions) if act not in new_actions)
-    return fork_seq, dropped

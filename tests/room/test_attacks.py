@@ -8,10 +8,20 @@ import pytest
 
 from p2pvoix.crypto.envelope import KindSpec, seal
 from p2pvoix.crypto.schema import Bool, Bytes, Int, Schema, Text
-from p2pvoix.room import Op, RoomLog, RoomReason, RoomRejected, create_room, sign_action, sign_entry
+from p2pvoix.room import (
+    DEFAULT_SETTINGS,
+    Genesis,
+    Op,
+    RoomLog,
+    RoomReason,
+    RoomRejected,
+    create_room,
+    sign_action,
+    sign_entry,
+)
 from p2pvoix.room.log import ENTRY_MAX_FUTURE_MS, MAX_PENDING_PER_SIGNER
 from p2pvoix.room.transitions import ACTION_MAX_AGE_MS, ACTION_MAX_LEAD_MS
-from p2pvoix.room.wire import ACTION_MAX_SIZE, ENTRY_MAX_SIZE
+from p2pvoix.room.wire import ACTION_MAX_SIZE, ENTRY_MAX_SIZE, GENESIS
 from tests.room.helpers import (
     MODS,
     OTHER_ROOM_KEY,
@@ -62,10 +72,17 @@ def test_forged_signer_swapped_for_the_sequencer(room: Room) -> None:
 
 
 def test_forged_genesis_is_refused() -> None:
+    """Only the room key makes its room's genesis: an owner cannot mint a room under another key."""
     genesis = create_room(OWNER, OWNER.public, title="x", language="en", now_ms=1)
     with pytest.raises(RoomRejected) as refused:
-        type(genesis).decode(genesis.encoded, ROOM_KEY.public.raw)
+        Genesis.decode(genesis.encoded, ROOM_KEY.public.raw)
     assert refused.value.reason == RoomReason.WRONG_ROOM
+    body = {"owner": OWNER.public.raw, "title": "x", "tags": [], "lang": "en",
+            "settings": DEFAULT_SETTINGS.to_wire()}
+    claimed = seal(GENESIS, OWNER, body, room=ROOM_KEY.public.raw, time=1)
+    with pytest.raises(RoomRejected) as refused:
+        Genesis.decode(claimed.encoded, ROOM_KEY.public.raw)
+    assert refused.value.reason == RoomReason.FORGED
 
 
 # -- signed by someone without the right ----------------------------------------------------------
