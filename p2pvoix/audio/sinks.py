@@ -101,3 +101,26 @@ class WavSink:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class TeeSink:
+    """Writes every frame to several sinks (play on the speakers and record, say)."""
+
+    def __init__(self, sinks: list[Sink]) -> None:
+        self.sinks = list(sinks)
+        # One real-time member makes the whole tee real-time: a device must not get a backlog.
+        self.realtime = any(sink.realtime for sink in self.sinks)
+
+    def write(self, frame: np.ndarray) -> None:
+        for sink in self.sinks:
+            sink.write(frame)
+
+    def close(self) -> None:
+        errors = []
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as exc:  # close the others before reporting the first failure
+                errors.append(exc)
+        if errors:
+            raise errors[0]

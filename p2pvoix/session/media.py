@@ -1,0 +1,273 @@
+"""The media plane of one room session: audio engine, forwarding rules and media links, kept in
+step with the room state.
+
+Mesh topology (this module's default): every listener keeps one link to each stage member, and
+stage members keep links among themselves; each speaker sends its own voice on all of its links.
+Whatever the topology, every frame passes the ``Forwarder``, which plays and forwards only what
+the room state allows to be heard.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from p2pvoix.audio import events as audio_events
+from p2pvoix.audio.engine import LOCAL, AudioEngine
+from p2pvoix.audio.sinks import NullSink, Sink, TeeSink, WavSink, open_sink
+from p2pvoix.audio.sources import Source, open_source
+from p2pvoix.audio.spec import NoneSpec, SinkSpec, SourceSpec
+from p2pvoix.crypto.keys import PublicKey, SigningKey
+from p2pvoix.mesh import wire
+from p2pvoix.mesh.forwarding import (
+    Forwarder,
+    LinkAlive,
+    LinkBye,
+    LinkInfo,
+    LinkRole,
+    Mode,
+    Play,
+    Send,
+    StageView,
+)
+from p2pvoix.mesh.rtc import RtcConfig
+from p2pvoix.node.tasks import TaskSet
+from p2pvoix.room import RoomState, may_play, stage
+from p2pvoix.room.state import STAGE
+from p2pvoix.session.events import (
+    FirstAudio,
+    LinkDown,
+    LinkUp,
+    SessionEvent,
+    SpeakingStarted,
+    SpeakingStopped,
+)
+from p2pvoix.session.links import LinkManager, SignalTransport
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AudioSettings:
+    source: SourceSpec = NoneSpec()
+    sink: SinkSpec = NoneSpec()
+    record: Path | None = None
+    bitrate: int = 32_000
+
+
+class MediaPlane:
+    """Audio in and out of one room, over links that follow the room state."""
+
+    def __init__(
+        self,
+        *,
+        room: bytes,
+        key: SigningKey,
+        audio: AudioSettings,
+        rtc_config: RtcConfig,
+        transport: SignalTransport,
+        emit: Callable[[SessionEvent], None],
+        mode: Mode = Mode.MESH,
+        wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    ) -> None:
+        self.room = room
+        self.me = key.public
+        self.mode = mode
+        self._emit = emit
+        self._wall_ms = wall_ms
+        self._state: RoomState | None = None
+        self._present: set[PublicKey] = set()
+        self._heard: set[PublicKey] = set()
+        self.forwarder = Forwarder(self.me, room, mode)
+        self.links = LinkManager(
+            room=room, key=key, rtc_config=rtc_config, transport=transport,
+            on_frame=self._on_frame, on_up=self._on_link_up, on_down=self._on_link_down,
+            accept_policy=self._accept_policy, wall_ms=wall_ms,
+        )
+        source, sink = _open_audio(audio)
+        self.engine = AudioEngine(
+            source=source, sink=sink, on_frame=self._on_captured, on_event=self._on_audio_event,
+            bitrate=audio.bitrate, first_seq=int.from_bytes(os.urandom(4), "big"),
+        )
+        self._tasks = TaskSet("media")
+
+    # ---- lifecycle ----
+
+    def start(self) -> None:
+        self._tasks.spawn(self.engine.run(), "audio engine")
+        self._tasks.spawn(self.links.run_liveness(), "link liveness")
+
+    async def stop(self) -> None:
+        """Say bye on every link, close them, and stop the audio (recordings are finalised)."""
+        await self.links.close_all()
+        await self._tasks.close()
+
+    # ---- following the room ----
+
+    def update(self, state: RoomState, present: set[PublicKey]) -> None:
+        """The room state or the roster changed: re-derive who is heard and which links exist."""
+        previous = self._audible()
+        self._state = state
+        self._present = present
+        audible = self._audible()
+        self.forwarder.set_stage(StageView.of(self.room, list(audible)))
+        for silenced in previous - audible:
+            self.engine.remove_stream(silenced.peer_id)
+        self.engine.muted = self.me not in audible
+        self._refresh_links()
+
+    def reconcile(self) -> None:
+        """Open the links this node should have and close the ones it should not."""
+        state = self._state
+        if state is None or state.ended:
+            return
+        i_am_on_stage = state.role_of(self.me) in STAGE
+        current = self.links.links()
+        for member in stage(state):
+            peer = member.identity
+            if peer == self.me or peer not in self._present or peer in current:
+                continue
+            if self.links.connecting(peer):
+                continue
+            # Listeners dial the stage; between two stage members the smaller key dials.
+            if not i_am_on_stage:
+                self.links.connect(peer, "listen")
+            elif self.me.raw < peer.raw:
+                self.links.connect(peer, "stage")
+        for peer in current:
+            if self._role_for(peer) is None or state.role_of(peer).value == "banned":
+                self._tasks.spawn(self.links.close(peer, "not needed"), "close link")
+
+    def handle_offer(self, peer_id: str, payload: bytes):  # type: ignore[no-untyped-def]
+        return self.links.handle_offer(peer_id, payload)
+
+    # ---- queries ----
+
+    def statistics(self) -> dict[str, object]:
+        engine = self.engine.statistics()
+        return {
+            "forwarding": self.forwarder.statistics(),
+            "links": self.links.statistics(),
+            "engine": {
+                "ticks": engine.ticks, "sent": engine.sent, "skipped": engine.skipped,
+                "rejected": dict(engine.rejected),
+                "streams": {
+                    str(k): {"played": v.played, "fec": v.fec, "concealed": v.concealed}
+                    for k, v in engine.streams.items()
+                },
+            },
+        }
+
+    # ---- internals ----
+
+    def _audible(self) -> set[PublicKey]:
+        state = self._state
+        if state is None:
+            return set()
+        return {m.identity for m in stage(state) if may_play(state, m.identity)}
+
+    def _role_for(self, peer: PublicKey) -> LinkRole | None:
+        state = self._state
+        if state is None:
+            return None
+        me_stage = state.role_of(self.me) in STAGE
+        peer_stage = state.role_of(peer) in STAGE
+        if me_stage and peer_stage:
+            return LinkRole.STAGE
+        if me_stage:
+            return LinkRole.CHILD
+        if peer_stage:
+            return LinkRole.PARENT
+        return None
+
+    def _refresh_links(self) -> None:
+        infos = {}
+        for peer, link in self.links.links().items():
+            role = self._role_for(peer)
+            if role is not None and link.up:
+                infos[link.id] = LinkInfo(role, peer)
+        self.forwarder.set_links(infos)
+
+    def _accept_policy(self, peer: PublicKey, role: str) -> str | None:
+        state = self._state
+        if state is None:
+            return "not ready"
+        if state.ended:
+            return "the room has ended"
+        if peer in state.banned:
+            return "you are banned from this room"
+        if self._role_for(peer) is None:
+            return "neither of us is on stage"
+        return None
+
+    def _on_link_up(self, peer: PublicKey) -> None:
+        self._refresh_links()
+        self._emit(LinkUp(peer))
+
+    def _on_link_down(self, peer: PublicKey, reason: str) -> None:
+        self._refresh_links()
+        self.engine.remove_stream(peer.peer_id)
+        self._emit(LinkDown(peer, reason))
+
+    def _on_captured(self, seq: int, packet: bytes, level_dbov: float) -> None:
+        frame = wire.AudioFrame(
+            tag=self.forwarder.my_tag, seq=seq, origin_ms=self._wall_ms() & 0xFFFFFFFF,
+            level=min(wire.SILENT_LEVEL, max(0, int(-level_dbov))), hops=0, opus=packet,
+        )
+        self._run(self.forwarder.own_audio(wire.encode_audio(frame)))
+
+    def _on_frame(self, link_id: str, data: bytes, arrival: float) -> None:
+        self._run(self.forwarder.on_frame(link_id, data, arrival * 1000))
+
+    def _run(self, actions: list) -> None:  # type: ignore[type-arg]
+        for action in actions:
+            if isinstance(action, Play):
+                self.engine.deliver(action.speaker.peer_id, action.frame.seq, action.frame.opus)
+                if action.speaker not in self._heard:
+                    self._heard.add(action.speaker)
+                    self._emit(FirstAudio(action.speaker))
+            elif isinstance(action, Send):
+                for link in action.links:
+                    self.links.send(link, action.data)
+            elif isinstance(action, LinkBye):
+                peer = PublicKey.from_peer_id(action.link)
+                self._tasks.spawn(self.links.close(peer, "bye"), "close on bye")
+            elif isinstance(action, LinkAlive):
+                pass  # the link manager saw the frame arrive already
+
+    def _on_audio_event(self, event: audio_events.AudioEvent) -> None:
+        stream = event.stream_id
+        who = self.me if stream == LOCAL else _key_of(stream)
+        if who is None:
+            return
+        if isinstance(event, audio_events.SpeakingStarted):
+            self._emit(SpeakingStarted(who))
+        else:
+            self._emit(SpeakingStopped(who))
+
+
+def _open_audio(audio: AudioSettings) -> tuple[Source | None, Sink]:
+    source = None if isinstance(audio.source, NoneSpec) else open_source(audio.source)
+    try:
+        sink = open_sink(audio.sink)
+        if audio.record is not None:
+            recording = WavSink(audio.record)
+            sink = recording if isinstance(sink, NullSink) else TeeSink([sink, recording])
+    except BaseException:
+        if source is not None:
+            with contextlib.suppress(Exception):
+                source.close()
+        raise
+    return source, sink
+
+
+def _key_of(peer_id: object) -> PublicKey | None:
+    try:
+        return PublicKey.from_peer_id(str(peer_id))
+    except Exception:
+        return None

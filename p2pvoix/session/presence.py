@@ -1,0 +1,192 @@
+"""Who is in a room right now (docs/protocol/session.md §3).
+
+Presence is not in the authority log — thousands of listeners coming and going must not grow it.
+Each participant signs a small ``room.presence`` record (name, dial addresses, relay capacity) and
+gossips it when it arrives, every ``REFRESH_MS`` while it stays and once more when it leaves. The
+roster keeps the newest record per identity and forgets one that has not been refreshed within
+its ``ttl``: a node that vanished without saying goodbye leaves the roster by itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from p2pvoix.crypto.envelope import Envelope, KindSpec, open_envelope, seal
+from p2pvoix.crypto.keys import PublicKey, SigningKey
+from p2pvoix.crypto.schema import Int, ListOf, OneOf, Schema, Text
+from p2pvoix.errors import Rejected
+
+REFRESH_MS = 10_000
+TTL_MS = 30_000
+MAX_CLOCK_SKEW_MS = 30_000
+
+PRESENCE = KindSpec(
+    name="room.presence",
+    body=Schema(
+        required={
+            "name": Text(max=64),
+            "state": OneOf(("here", "left")),
+            "addrs": ListOf(Text(min=1, max=160), max=8),
+            "relay": Int(max=1000),  # how many children this node offers to feed (relay trees)
+            "ttl": Int(min=1000, max=600_000),
+        },
+        optional={"reach": OneOf(("public", "nat", "unknown"))},
+    ),
+    room=True,
+    time=True,
+    max_size=1536,
+)
+
+
+@dataclass(frozen=True)
+class Presence:
+    identity: PublicKey
+    name: str
+    here: bool
+    addrs: tuple[str, ...]
+    relay_slots: int
+    reach: str
+    time_ms: int
+    ttl_ms: int
+    envelope: Envelope
+
+    @property
+    def expires_ms(self) -> int:
+        return self.time_ms + self.ttl_ms
+
+
+@dataclass(frozen=True)
+class ParticipantJoined:
+    identity: PublicKey
+    name: str
+
+
+@dataclass(frozen=True)
+class ParticipantUpdated:
+    identity: PublicKey
+    name: str
+
+
+@dataclass(frozen=True)
+class ParticipantLeft:
+    identity: PublicKey
+    name: str
+    reason: str  # "left" or "timeout"
+
+
+PresenceEvent = ParticipantJoined | ParticipantUpdated | ParticipantLeft
+
+
+def sign_presence(
+    key: SigningKey,
+    room: bytes,
+    *,
+    name: str,
+    now_ms: int,
+    here: bool = True,
+    addrs: tuple[str, ...] = (),
+    relay_slots: int = 0,
+    reach: str = "unknown",
+    ttl_ms: int = TTL_MS,
+) -> Presence:
+    body = {
+        "name": name,
+        "state": "here" if here else "left",
+        "addrs": list(addrs[:8]),
+        "relay": relay_slots,
+        "ttl": ttl_ms,
+        "reach": reach,
+    }
+    return _from_envelope(seal(PRESENCE, key, body, room=room, time=now_ms))
+
+
+def verify_presence(data: bytes, room: bytes, now_ms: int) -> Presence:
+    presence = _from_envelope(open_envelope(data, PRESENCE, room=room))
+    if presence.time_ms > now_ms + MAX_CLOCK_SKEW_MS:
+        raise Rejected("presence-from-future")
+    if presence.here and presence.expires_ms <= now_ms:
+        raise Rejected("presence-expired")
+    return presence
+
+
+class Roster:
+    """The latest presence of everyone in the room; ``now_ms`` is passed in."""
+
+    def __init__(self, room: bytes, me: PublicKey, max_size: int = 100_000) -> None:
+        self.room = room
+        self.me = me
+        self.max_size = max_size
+        self._people: dict[PublicKey, Presence] = {}
+        self._left: dict[PublicKey, int] = {}  # identity -> time of its goodbye
+
+    def update(self, presence: Presence) -> list[PresenceEvent]:
+        """Take a verified presence record; returns what changed (nothing for an old record)."""
+        who = presence.identity
+        current = self._people.get(who)
+        if current is not None and presence.time_ms <= current.time_ms:
+            return []
+        if self._left.get(who, -1) >= presence.time_ms:
+            return []
+        if not presence.here:
+            self._left[who] = presence.time_ms
+            if current is None:
+                return []
+            del self._people[who]
+            return [ParticipantLeft(who, current.name, "left")]
+        self._left.pop(who, None)
+        if current is None and len(self._people) >= self.max_size:
+            return []
+        self._people[who] = presence
+        if current is None:
+            return [ParticipantJoined(who, presence.name)]
+        if current.name != presence.name:
+            return [ParticipantUpdated(who, presence.name)]
+        return []
+
+    def remove(self, identity: PublicKey, reason: str) -> list[PresenceEvent]:
+        """Forget ``identity`` now (removed or banned by a moderator, or its links died)."""
+        current = self._people.pop(identity, None)
+        return [ParticipantLeft(identity, current.name, reason)] if current else []
+
+    def expire(self, now_ms: int) -> list[PresenceEvent]:
+        events: list[PresenceEvent] = []
+        for who, presence in list(self._people.items()):
+            if presence.expires_ms <= now_ms and who != self.me:
+                del self._people[who]
+                events.append(ParticipantLeft(who, presence.name, "timeout"))
+        for who, at in list(self._left.items()):
+            if at + TTL_MS <= now_ms:
+                del self._left[who]
+        return events
+
+    def get(self, identity: PublicKey) -> Presence | None:
+        return self._people.get(identity)
+
+    def present(self) -> list[Presence]:
+        return list(self._people.values())
+
+    def name_of(self, identity: PublicKey) -> str:
+        presence = self._people.get(identity)
+        return presence.name if presence else f"anon-{identity.fingerprint[:4]}"
+
+    def __contains__(self, identity: object) -> bool:
+        return identity in self._people
+
+    def __len__(self) -> int:
+        return len(self._people)
+
+
+def _from_envelope(envelope: Envelope) -> Presence:
+    body = envelope.body
+    assert envelope.time is not None
+    return Presence(
+        identity=envelope.signer,
+        name=body["name"],
+        here=body["state"] == "here",
+        addrs=tuple(body["addrs"]),
+        relay_slots=body["relay"],
+        reach=body.get("reach", "unknown"),
+        time_ms=envelope.time,
+        ttl_ms=body["ttl"],
+        envelope=envelope,
+    )

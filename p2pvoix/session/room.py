@@ -1,0 +1,514 @@
+"""A node's session in one room: authority log, sequencing, presence and the media plane.
+
+``RoomSession.host`` opens a new room (this node holds the room key, owns the room and sequences
+its log); ``RoomSession.join`` finds a room by key, syncs its verified state from any peer and
+joins its audience. Both then run the same session: entries and presence arrive by gossip on the
+room's topic, actions go to the sequencer by direct request, the media plane follows every change
+of the state, and a moderator takes over the sequencing if the sequencer disappears.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+from p2pvoix.crypto.envelope import open_envelope
+from p2pvoix.crypto.errors import EnvelopeError
+from p2pvoix.crypto.keys import PublicKey, SigningKey
+from p2pvoix.crypto.roomkey import RoomKey
+from p2pvoix.directory.records import Announcement, announce, dht_key
+from p2pvoix.errors import P2pvoixError, Rejected, RejectionCounter
+from p2pvoix.mesh.forwarding import Mode
+from p2pvoix.mesh.rtc import RtcConfig
+from p2pvoix.node.runtime import Contact, Node, RoomNotFound
+from p2pvoix.node.tasks import TaskSet
+from p2pvoix.room import (
+    Action,
+    Genesis,
+    Op,
+    Removed,
+    Reorganized,
+    RoomEnded,
+    RoomLog,
+    RoomRejected,
+    Sequenced,
+    Sequencer,
+    create_room,
+    make_checkpoint,
+    sign_action,
+    stage,
+)
+from p2pvoix.room.state import STAFF, Role
+from p2pvoix.room.wire import ACTION, CHECKPOINT, ENTRY
+from p2pvoix.session import signalling, submit, sync
+from p2pvoix.session.events import ActionRefused, Joined, Left, Notice, SessionEvent
+from p2pvoix.session.media import AudioSettings, MediaPlane
+from p2pvoix.session.presence import (
+    PRESENCE,
+    REFRESH_MS,
+    Roster,
+    sign_presence,
+    verify_presence,
+)
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_EVERY = 100  # entries between two checkpoints signed by the owner's node
+SEQUENCER_SILENT_MS = 15_000  # no presence from the sequencer for this long: it is gone
+ACT_TIMEOUT_S = 5.0
+
+
+class RoomHasEnded(P2pvoixError):
+    """This room has ended. Look for another with `p2pvoix rooms`."""
+
+    exit_code = 3
+
+
+class BannedFromRoom(P2pvoixError):
+    """A moderator has banned you from this room."""
+
+    exit_code = 4
+
+
+class RoomUnavailable(P2pvoixError):
+    """The room was found but no peer in it answered. Try again in a moment."""
+
+    exit_code = 3
+
+
+class NotAllowed(P2pvoixError):
+    """The room refused that action."""
+
+
+def room_topic(room: PublicKey) -> str:
+    return "/p2pvoix/room/" + dht_key(room).rsplit("/", 1)[1]
+
+
+class RoomSession:
+    """One room, as seen and enforced by this node."""
+
+    def __init__(
+        self,
+        node: Node,
+        log: RoomLog,
+        *,
+        audio: AudioSettings,
+        room_key: SigningKey | None = None,
+        rtc_config: RtcConfig | None = None,
+        mode: Mode = Mode.MESH,
+        signal_transport: Callable[..., Any] | None = None,
+    ) -> None:
+        self.node = node
+        self.log = log
+        self.room = PublicKey(log.state.room)
+        self.me = node.identity.key.public
+        self.name = node.identity.name
+        self.room_key = room_key
+        self.rejections = RejectionCounter()
+        self.events: asyncio.Queue[SessionEvent | Any] = asyncio.Queue(maxsize=10_000)
+        self.sequencer = Sequencer(node.identity.key, log)
+        self.roster = Roster(self.room.raw, self.me)
+        self.topic = room_topic(self.room)
+        self._tasks = TaskSet(f"room {self.room.fingerprint[:4]}")
+        self._last_action_ms = 0
+        self._act_lock = asyncio.Lock()
+        self._left: Left | None = None
+        self._closed = asyncio.Event()
+        self._checkpointed_seq = 0
+        self._closer: asyncio.Task[Left] | None = None
+        transport = signal_transport or self._signal
+        self.media = MediaPlane(
+            room=self.room.raw, key=node.identity.key, audio=audio,
+            rtc_config=rtc_config or default_rtc_config(node), transport=transport,
+            emit=self._emit, mode=mode, wall_ms=node.now_ms,
+        )
+
+    # ---- opening ----
+
+    @classmethod
+    async def host(
+        cls, node: Node, *, title: str, tags: tuple[str, ...] = (), language: str = "und",
+        audio: AudioSettings | None = None, **options: Any,
+    ) -> RoomSession:
+        """Open a new room owned by this node's identity, announce it, and start the session."""
+        room_key = SigningKey(os.urandom(32))
+        genesis = create_room(room_key, node.identity.key.public, title=title,
+                              language=language, now_ms=node.now_ms(), tags=tags)
+        session = cls(node, RoomLog(genesis), audio=audio or AudioSettings(), room_key=room_key,
+                      **options)
+        await session._start()
+        await node.host(session.room, session._announcement)
+        return session
+
+    @classmethod
+    async def join(
+        cls, node: Node, room_key: RoomKey, *, audio: AudioSettings | None = None,
+        timeout: float = 15.0, **options: Any,
+    ) -> RoomSession:
+        """Find the room, sync its verified state, and join its audience."""
+        contacts = await node.find_room(room_key, timeout=timeout)
+        log, presence = await _sync_from_any(node, room_key.key, contacts)
+        if log.state.ended:
+            raise RoomHasEnded(log.state.title)
+        if node.identity.key.public in log.state.banned:
+            raise BannedFromRoom(log.state.title)
+        session = cls(node, log, audio=audio or AudioSettings(), **options)
+        for record in presence:
+            session._on_presence(record)
+        await session._start()
+        return session
+
+    async def _start(self) -> None:
+        node = self.node
+        node.set_room_handler(sync.PROTOCOL, self.room.raw, self._serve_sync)
+        node.set_room_handler(submit.PROTOCOL, self.room.raw, self._serve_submit)
+        node.set_room_handler(signalling.PROTOCOL, self.room.raw, self.media.handle_offer)
+        await node.p2p.subscribe(self.topic, self._validate_gossip, self._on_gossip)
+        self.media.start()
+        self._update_media()
+        self._tasks.spawn(self._presence_loop(), "presence")
+        self._tasks.spawn(self._maintenance_loop(), "maintenance")
+        self._emit(Joined(self.room, self.log.state.title, self.role.value))
+
+    # ---- what the user can do ----
+
+    @property
+    def state(self):  # type: ignore[no-untyped-def]
+        return self.log.state
+
+    @property
+    def role(self) -> Role:
+        return self.log.state.role_of(self.me)
+
+    @property
+    def left(self) -> Left | None:
+        return self._left
+
+    async def act(self, op: Op | str, target: PublicKey | None = None, **params: Any) -> None:
+        """Sign ``op`` and have the sequencer include it; raises ``NotAllowed`` if refused."""
+        async with self._act_lock:  # one at a time: an actor's action times must increase
+            now = max(self.node.now_ms(), self._last_action_ms + 1)
+            self._last_action_ms = now
+            action = sign_action(self.node.identity.key, self.room.raw, op, now_ms=now,
+                                 nonce=os.urandom(16), target=target, **params)
+            reply = await self._submit(action.encoded)
+        if not reply.ok:
+            self._emit(ActionRefused(str(op), reply.reason))
+            raise NotAllowed(f"{op}: {reply.reason}")
+
+    async def leave(self, reason: str = "leave", detail: str = "") -> Left:
+        """Leave the room (the owner's node ends it first): tell peers, release everything."""
+        if self._left is not None:
+            await self._closed.wait()
+            return self._left
+        self._left = Left(reason, detail)
+        if reason == "leave" and self.me == self.log.state.owner and not self.log.state.ended:
+            with contextlib.suppress(P2pvoixError, TimeoutError):
+                await asyncio.wait_for(self.act(Op.END_ROOM), 3)
+        with contextlib.suppress(P2pvoixError):
+            presence = sign_presence(self.node.identity.key, self.room.raw, name=self.name,
+                                     now_ms=self.node.now_ms(), here=False)
+            await self.node.p2p.publish(self.topic, presence.envelope.encoded)
+        if self.room_key is not None:
+            await self.node.stop_hosting(self.room)
+        await self._tasks.close()
+        await self.media.stop()
+        with contextlib.suppress(P2pvoixError):
+            await self.node.p2p.unsubscribe(self.topic)
+        for protocol in (sync.PROTOCOL, submit.PROTOCOL, signalling.PROTOCOL):
+            self.node.set_room_handler(protocol, self.room.raw, None)
+        self._emit(self._left)
+        self._closed.set()
+        return self._left
+
+    async def wait_closed(self) -> Left:
+        await self._closed.wait()
+        assert self._left is not None
+        return self._left
+
+    def statistics(self) -> dict[str, object]:
+        return {
+            "room": self.room.peer_id,
+            "role": self.role.value,
+            "log": self.log.statistics(),
+            "present": len(self.roster),
+            "rejected": {**self.rejections.statistics(), **self.log.rejections.statistics()},
+            "media": self.media.statistics(),
+        }
+
+    # ---- the room topic ----
+
+    def _validate_gossip(self, data: bytes, origin: str) -> bool:
+        """Signature-level check in the trio thread; the log and roster judge the rest."""
+        open_envelope(data, (ENTRY, ACTION, CHECKPOINT, PRESENCE), room=self.room.raw)
+        return True
+
+    async def _on_gossip(self, data: bytes, origin: str) -> None:
+        try:
+            kind = open_envelope(data, (ENTRY, ACTION, CHECKPOINT, PRESENCE),
+                                 room=self.room.raw).kind
+        except EnvelopeError as exc:
+            self.rejections.count(exc.reason)
+            return
+        if kind == PRESENCE.name:
+            self._on_presence(data)
+        elif kind == ACTION.name:
+            if self.sequencer.active:
+                self._sequence(data)
+        else:
+            self._on_log_message(data)
+
+    def _on_log_message(self, data: bytes) -> None:
+        result = self.log.receive(data, self.node.now_ms())
+        if isinstance(result, RoomRejected):
+            return  # counted by the log
+        self._after_change(list(result.events))
+
+    def _on_presence(self, data: bytes) -> None:
+        try:
+            presence = verify_presence(data, self.room.raw, self.node.now_ms())
+        except (Rejected, EnvelopeError) as exc:
+            self.rejections.count(exc.reason)
+            return
+        if presence.identity == self.me:
+            return
+        events = self.roster.update(presence)
+        for event in events:
+            self._emit(event)
+        if events:
+            self._update_media()
+
+    # ---- sequencing ----
+
+    def _sequence(self, data: bytes) -> submit.SubmitReply:
+        result = self.sequencer.submit(data, self.node.now_ms())
+        if isinstance(result, RoomRejected):
+            return submit.SubmitReply(False, str(result.reason), None)
+        self._broadcast_entry(result)
+        return submit.SubmitReply(True, "", result.entry)
+
+    def _broadcast_entry(self, sequenced: Sequenced) -> None:
+        self._tasks.spawn(self._publish(sequenced.entry), "publish entry")
+        self._after_change(list(sequenced.events))
+        self._maybe_checkpoint()
+
+    async def _publish(self, data: bytes) -> None:
+        with contextlib.suppress(P2pvoixError):
+            await self.node.p2p.publish(self.topic, data)
+
+    async def _submit(self, action: bytes) -> submit.SubmitReply:
+        if self.sequencer.active:
+            return self._sequence(action)
+        sequencer = self.log.state.sequencer
+        try:
+            await self._ensure_connected(sequencer)
+            reply = submit.decode_reply(await self.node.room_request(
+                sequencer.peer_id, submit.PROTOCOL, self.room.raw, action, timeout=ACT_TIMEOUT_S))
+        except Rejected as exc:
+            self.rejections.count(exc.reason)
+            return submit.SubmitReply(False, exc.reason, None)
+        except (P2pvoixError, TimeoutError) as exc:
+            return submit.SubmitReply(False, f"sequencer unreachable ({type(exc).__name__})", None)
+        if reply.ok and reply.entry is not None:
+            self._on_log_message(reply.entry)
+        return reply
+
+    async def _serve_submit(self, peer_id: str, payload: bytes) -> bytes:
+        if not self.sequencer.active:
+            return submit.encode_reply(submit.SubmitReply(
+                False, "not-sequencer", None, self.log.state.sequencer.raw))
+        return submit.encode_reply(self._sequence(payload))
+
+    def _maybe_checkpoint(self) -> None:
+        state = self.log.state
+        if self.room_key is None or state.seq - self._checkpointed_seq < CHECKPOINT_EVERY:
+            return
+        checkpoint = make_checkpoint(self.room_key, state, self.node.now_ms())
+        self._checkpointed_seq = state.seq
+        self.log.receive(checkpoint.encoded, self.node.now_ms())
+        self._tasks.spawn(self._publish(checkpoint.encoded), "publish checkpoint")
+
+    # ---- sync ----
+
+    async def _serve_sync(self, peer_id: str, payload: bytes) -> bytes:
+        request = sync.decode_request(payload)
+        checkpoint = self.log.checkpoint
+        entries = self.log.entries(after=request.after)
+        presence = [p.envelope.encoded for p in self.roster.present()]
+        presence.append(self._my_presence().envelope.encoded)
+        return sync.encode_reply(sync.SyncReply(
+            genesis=self.log.genesis.encoded,
+            checkpoint=checkpoint.encoded if checkpoint and request.after is None else None,
+            entries=tuple(entries[: sync.MAX_ENTRIES]),
+            presence=tuple(presence),
+            more=len(entries) > sync.MAX_ENTRIES,
+        ))
+
+    async def _catch_up(self) -> None:
+        """Fetch missing entries (``wanted``) from the sequencer when gossip lost some."""
+        if not self.log.wanted():
+            return
+        peer = self.log.state.sequencer
+        if peer == self.me:
+            return
+        with contextlib.suppress(P2pvoixError, Rejected, TimeoutError):
+            await self._ensure_connected(peer)
+            reply = sync.decode_reply(await self.node.room_request(
+                peer.peer_id, sync.PROTOCOL, self.room.raw,
+                sync.encode_request(sync.SyncRequest(None)), timeout=5))
+            for data in ((reply.checkpoint,) if reply.checkpoint else ()) + reply.entries:
+                self._on_log_message(data)
+
+    # ---- reacting to changes ----
+
+    def _after_change(self, events: list[Any]) -> None:
+        for event in events:
+            self._emit(event)
+            if isinstance(event, Reorganized):
+                self._resubmit(event.dropped)
+        self._update_media()
+        state = self.log.state
+        if self._left is not None:
+            return
+        if any(isinstance(e, RoomEnded) for e in events) or state.ended:
+            self._request_leave("ended", state.title)
+        for event in events:
+            if isinstance(event, Removed) and event.identity == self.me:
+                reason = "banned" if event.banned else "removed"
+                self._request_leave(reason, "")
+
+    def _request_leave(self, reason: str, detail: str) -> None:
+        """Leave from inside the session: leaving cancels the session's own tasks, so it runs in
+        one task of its own, which ``wait_closed`` and ``leave`` wait for."""
+        if self._closer is None and self._left is None:
+            self._closer = asyncio.get_running_loop().create_task(
+                self.leave(reason, detail), name=f"leave {self.room.fingerprint[:4]}")
+
+    def _resubmit(self, dropped: tuple[bytes, ...]) -> None:
+        for data in dropped:
+            with contextlib.suppress(RoomRejected, EnvelopeError):
+                if Action.decode(data, self.room.raw).actor == self.me:
+                    self._tasks.spawn(self._submit(data), "resubmit")
+
+    def _update_media(self) -> None:
+        present = {p.identity for p in self.roster.present()} | {self.me}
+        self.media.update(self.log.state, present)
+        self.media.reconcile()
+
+    # ---- periodic work ----
+
+    def _my_presence(self):  # type: ignore[no-untyped-def]
+        return sign_presence(self.node.identity.key, self.room.raw, name=self.name,
+                             now_ms=self.node.now_ms(), addrs=tuple(self.node.addrs()[:8]))
+
+    async def _presence_loop(self) -> None:
+        # A newcomer's first records may precede its gossip mesh: repeat them soon, then rarely.
+        for delay in (0.0, 1.0, 2.0):
+            await asyncio.sleep(delay)
+            await self._publish(self._my_presence().envelope.encoded)
+        while True:
+            await asyncio.sleep(REFRESH_MS / 1000)
+            await self._publish(self._my_presence().envelope.encoded)
+
+    async def _maintenance_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            now = self.node.now_ms()
+            for event in self.roster.expire(now):
+                self._emit(event)
+            self._update_media()
+            await self._catch_up()
+            self._maybe_take_over(now)
+
+    def _maybe_take_over(self, now: int) -> None:
+        state = self.log.state
+        if self.sequencer.active or state.ended or state.role_of(self.me) not in STAFF:
+            return
+        current = self.roster.get(state.sequencer)
+        if current is not None and now - current.time_ms < SEQUENCER_SILENT_MS:
+            return
+        if not self.sequencer.may_take_over(now):
+            return
+        with contextlib.suppress(P2pvoixError):
+            sequenced = self.sequencer.take_over(now)
+            self._emit(Notice("The room's authority was silent; this node took over sequencing."))
+            self._broadcast_entry(sequenced)
+
+    # ---- helpers ----
+
+    def _announcement(self, now_ms: int, ended: bool) -> Announcement:
+        assert self.room_key is not None
+        state = self.log.state
+        return announce(
+            self.room_key, title=state.title, host=self.me, host_name=self.name,
+            addrs=self.node.addrs()[:8], now_ms=now_ms,
+            ttl_ms=int(self.node.config.announce_ttl_s * 1000), tags=state.tags,
+            lang=state.language, speakers=len(stage(state)), listeners=len(self.roster),
+            ended=ended or state.ended,
+        )
+
+    async def _signal(self, peer_id: str, payload: bytes) -> bytes:
+        await self._ensure_connected(PublicKey.from_peer_id(peer_id))
+        return await self.node.room_request(peer_id, signalling.PROTOCOL, self.room.raw, payload)
+
+    async def _ensure_connected(self, peer: PublicKey) -> None:
+        presence = self.roster.get(peer)
+        addrs = presence.addrs if presence is not None else ()
+        await self.node.connect(Contact(peer.peer_id, addrs))
+
+    def _emit(self, event: Any) -> None:
+        with contextlib.suppress(asyncio.QueueFull):
+            self.events.put_nowait(event)
+
+
+async def _sync_from_any(node: Node, room: PublicKey, contacts: list[Contact]
+                         ) -> tuple[RoomLog, tuple[bytes, ...]]:
+    for contact in contacts:
+        if not await node.connect(contact):
+            continue
+        try:
+            return await _sync(node, room, contact.peer_id)
+        except (P2pvoixError, Rejected, EnvelopeError, RoomRejected, TimeoutError) as exc:
+            node.rejections.count(getattr(exc, "reason", type(exc).__name__))
+            logger.info("sync from %s failed: %s", contact.peer_id, exc)
+    if not contacts:
+        raise RoomNotFound()
+    raise RoomUnavailable(f"tried {len(contacts)} peer(s)")
+
+
+async def _sync(node: Node, room: PublicKey, peer_id: str) -> tuple[RoomLog, tuple[bytes, ...]]:
+    after: bytes | None = None
+    log: RoomLog | None = None
+    presence: tuple[bytes, ...] = ()
+    while True:
+        reply = sync.decode_reply(await node.room_request(
+            peer_id, sync.PROTOCOL, room.raw, sync.encode_request(sync.SyncRequest(after)),
+            timeout=10))
+        if log is None:
+            log = RoomLog(Genesis.decode(reply.genesis, room.raw))  # signed by the room key
+            if reply.checkpoint is not None:
+                log.receive(reply.checkpoint, node.now_ms())
+        for entry in reply.entries:
+            log.receive(entry, node.now_ms())
+        presence += reply.presence
+        if not reply.more or not reply.entries:
+            return log, presence
+        after = log.state.head
+
+
+def default_rtc_config(node: Node) -> RtcConfig:
+    """ICE on the addresses the node listens on when those are loopback; else aioice's choice."""
+    listen_hosts = {addr.split("/")[2] for addr in node.config.listen if addr.startswith("/ip4/")}
+    loopback = tuple(sorted(h for h in listen_hosts if h.startswith("127.")))
+    turn = node.config.turn[0] if node.config.turn else None
+    return RtcConfig(
+        stun_urls=node.config.stun,
+        turn_urls=tuple(t.url for t in node.config.turn),
+        turn_username=turn.username if turn else None,
+        turn_credential=turn.credential if turn else None,
+        host_addresses=loopback if loopback and loopback == tuple(sorted(listen_hosts)) else None,
+    )
