@@ -209,8 +209,9 @@ class Namespace:
         self, *argv: str, check: bool = True, input: str | None = None, timeout: float = 30.0
     ) -> subprocess.CompletedProcess[str]:
         """Run a command inside this namespace and wait for it."""
-        return _run(["ip", "netns", "exec", self.name, *argv], check=check, input=input,
-                    timeout=timeout)
+        return _run(
+            ["ip", "netns", "exec", self.name, *argv], check=check, input=input, timeout=timeout
+        )
 
     def ip(self, *args: str) -> str:
         """``ip -n <this namespace> …``; returns its output."""
@@ -237,8 +238,9 @@ class Namespace:
         port = switch._next_port()
         # Created inside the switch's namespace with its peer sent straight here: neither end
         # ever exists in the root namespace.
-        switch.namespace.ip("link", "add", port, "type", "veth", "peer", "name", ifname,
-                            "netns", self.name)
+        switch.namespace.ip(
+            "link", "add", port, "type", "veth", "peer", "name", ifname, "netns", self.name
+        )
         switch.namespace.ip("link", "set", port, "master", BRIDGE, "up")
         self.ip("addr", "add", address, "dev", ifname)
         self.ip("link", "set", ifname, "up")
@@ -254,8 +256,11 @@ class Namespace:
         """IPv4 ``address/prefix`` per interface name, as the kernel sees them."""
         links = json.loads(self.ip("-j", "addr", "show"))
         return {
-            link["ifname"]: [f"{a['local']}/{a['prefixlen']}" for a in link.get("addr_info", [])
-                             if a.get("family") == "inet"]
+            link["ifname"]: [
+                f"{a['local']}/{a['prefixlen']}"
+                for a in link.get("addr_info", [])
+                if a.get("family") == "inet"
+            ]
             for link in links
         }
 
@@ -310,8 +315,21 @@ class Namespace:
     ) -> None:
         """Shape what leaves ``ifname`` to ``rate`` (e.g. "1mbit") with a token bucket (tc tbf);
         packets that would wait longer than ``latency`` are dropped."""
-        self.run("tc", "qdisc", "replace", "dev", ifname, "root", "tbf", "rate", rate,
-                 "burst", burst, "latency", latency)
+        self.run(
+            "tc",
+            "qdisc",
+            "replace",
+            "dev",
+            ifname,
+            "root",
+            "tbf",
+            "rate",
+            rate,
+            "burst",
+            burst,
+            "latency",
+            latency,
+        )
 
     def clear_bandwidth(self, ifname: str) -> None:
         self.run("tc", "qdisc", "del", "dev", ifname, "root", check=False)
@@ -331,8 +349,14 @@ class Child:
         self.argv = list(argv)
         self._stderr = tempfile.TemporaryFile(mode="w+")
         self.popen = subprocess.Popen(
-            self.argv, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=self._stderr, text=True, bufsize=1,
+            self.argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+            bufsize=1,
         )
         self.received: list[dict[str, Any]] = []  # every message so far, in order
         self._unread: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
@@ -345,9 +369,7 @@ class Child:
         self.popen.stdin.write(json.dumps(message) + "\n")
         self.popen.stdin.flush()
 
-    def expect(
-        self, predicate: Callable[[dict[str, Any]], bool], timeout: float
-    ) -> dict[str, Any]:
+    def expect(self, predicate: Callable[[dict[str, Any]], bool], timeout: float) -> dict[str, Any]:
         """The next message (in arrival order) that satisfies ``predicate``; earlier ones are
         skipped but kept in ``received``. Fails with the process's stderr after ``timeout``."""
         deadline = time.monotonic() + timeout
@@ -437,7 +459,10 @@ def list_namespaces() -> list[str]:
 
 
 def _run(
-    argv: list[str], *, check: bool = True, input: str | None = None,
+    argv: list[str],
+    *,
+    check: bool = True,
+    input: str | None = None,
     timeout: float = COMMAND_TIMEOUT,
 ) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout)
