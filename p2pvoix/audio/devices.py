@@ -66,6 +66,14 @@ def list_devices() -> list[AudioDevice]:
     ]
 
 
+def find_device(selector: int | str | None, kind: Kind) -> AudioDevice:
+    """The ``kind`` device ``selector`` names (None: the default); raises NoAudioDevice.
+
+    Commands call this before they go on the network, so a missing device fails at once.
+    """
+    return _find(_sounddevice(), selector, kind)
+
+
 class DeviceSource:
     """A microphone: ``read()`` gives the oldest captured 20 ms frame, or None if none is ready."""
 

@@ -8,7 +8,9 @@ import click
 
 from p2pvoix import __version__
 from p2pvoix.cli.common import run
+from p2pvoix.cli.discovery import node_command, rooms_command
 from p2pvoix.cli.identity import id_command
+from p2pvoix.cli.live import devices_command, host_command, join_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,7 +23,9 @@ def cli() -> None:
     """
 
 
-cli.add_command(id_command)
+for command in (id_command, host_command, join_command, rooms_command, node_command,
+                devices_command):
+    cli.add_command(command)
 
 
 def main(argv: list[str] | None = None) -> None:

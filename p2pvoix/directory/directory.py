@@ -79,18 +79,11 @@ class Directory:
         sources: frozenset[Source] | None = None,
     ) -> list[Listing]:
         """Live rooms matching the filters, busiest first."""
-        found = []
-        for entry in self._rooms.values():
-            ann = entry.announcement
-            if ann.expires_ms <= now_ms:
-                continue
-            if topic is not None and topic.casefold() not in {t.casefold() for t in ann.tags}:
-                continue
-            if lang is not None and not _same_language(ann.lang, lang):
-                continue
-            if sources is not None and not entry.seen_via & sources:
-                continue
-            found.append(_listing(entry))
+        found = [
+            _listing(entry) for entry in self._rooms.values()
+            if entry.announcement.expires_ms > now_ms
+        ]
+        found = [listing for listing in found if matches(listing, topic, lang, sources)]
         return sorted(found, key=lambda listing: (-listing.listeners, listing.title, listing.room))
 
     def __len__(self) -> int:
@@ -145,6 +138,20 @@ def _listing(entry: _Entry) -> Listing:
         announced_ms=ann.time_ms,
         expires_ms=ann.expires_ms,
     )
+
+
+def matches(
+    listing: Listing,
+    topic: str | None = None,
+    lang: str | None = None,
+    sources: frozenset[Source] | None = None,
+) -> bool:
+    """Whether ``listing`` passes the filters of ``p2pvoix rooms``."""
+    if topic is not None and topic.casefold() not in {t.casefold() for t in listing.tags}:
+        return False
+    if lang is not None and not _same_language(listing.lang, lang):
+        return False
+    return sources is None or bool(listing.seen_via & sources)
 
 
 def _same_language(have: str, want: str) -> bool:
