@@ -75,14 +75,18 @@ class Node:
         *,
         wall_clock: Callable[[], float] = time.time,
         lan_factory: Callable[..., object] | None = None,
+        portal: Portal | None = None,
     ) -> None:
+        """``portal``: a trio thread shared by several nodes of one process (tests, benchmarks);
+        its owner starts and stops it. By default the node runs its own."""
         self.identity = identity
         self.config = config
         self.directory = Directory()
         self.rejections = RejectionCounter()
         self._wall_clock = wall_clock
         self._lan_factory = lan_factory
-        self._portal = Portal()
+        self._own_portal = portal is None
+        self._portal = portal or Portal()
         self.p2p = P2PNode(identity.key, self._portal)
         self._lan: object | None = None
         self._tasks = TaskSet(f"node {identity.peer_id[-6:]}")
@@ -113,7 +117,8 @@ class Node:
         await self.stop()
 
     async def start(self) -> None:
-        await self._portal.start()
+        if self._own_portal:
+            await self._portal.start()
         try:
             self.p2p.register_dht_namespace(DHT_NAMESPACE, self._dht_validate, self._dht_select)
             self.p2p.set_request_handler(
@@ -142,7 +147,8 @@ class Node:
                 await self._lan.stop()  # type: ignore[attr-defined]
             self._lan = None
         await self.p2p.stop()
-        await self._portal.stop()
+        if self._own_portal:
+            await self._portal.stop()
         for queue in self._watchers:
             queue.put_nowait(None)  # type: ignore[arg-type]
 
