@@ -161,7 +161,7 @@ class RtcLink:
         self._settled = asyncio.Event()
         self._phase = "idle"  # idle -> offered -> negotiated
         self._closing = False
-        self._closed: asyncio.Future[None] | None = None
+        self._closed: asyncio.Task[None] | None = None
         self._frames_received = 0
         self._callback_errors = 0
 
@@ -245,12 +245,21 @@ class RtcLink:
     async def close(self) -> None:
         """Close the link (RTCP BYE and DTLS close_notify reach the peer); idempotent.
 
-        Returns once no task, thread, socket or fd of this link is left.
+        Returns once no task, thread, socket or fd of this link is left. The close runs in a task
+        of the link's own and always completes (within its grace periods): a caller cancelled
+        while waiting still waits for it, so a cancellation never leaves a half-closed link.
         """
-        if self._closed is not None:
+        if self._closed is None:
+            self._closed = asyncio.get_running_loop().create_task(
+                self._close_now(), name="rtc link close")
+        try:
             await asyncio.shield(self._closed)
-            return
-        self._closed = asyncio.get_running_loop().create_future()
+        except asyncio.CancelledError:
+            if not self._closed.done():
+                await asyncio.wait({self._closed})
+            raise
+
+    async def _close_now(self) -> None:
         self._closing = True
         self._track.dropped += len(self._track.frames)
         self._track.frames.clear()
@@ -265,7 +274,6 @@ class RtcLink:
             await _finish_upstream_tasks(upstream, grace=_CLOSE_GRACE_SECONDS, warn=True)
         finally:
             self._set_state(LinkState.CLOSED)
-            self._closed.set_result(None)
 
     # -- internals -----------------------------------------------------------------------------
 

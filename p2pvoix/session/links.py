@@ -275,6 +275,7 @@ class LinkManager:
 
     async def _close_link(self, link: Link, reason: str, bye: bool = True) -> None:
         if link.closing:
+            await link.rtc.close()  # wait for the close already under way to finish
             return
         link.closing = True
         if bye and link.up:

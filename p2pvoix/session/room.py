@@ -248,6 +248,8 @@ class RoomSession:
         return True
 
     async def _on_gossip(self, data: bytes, origin: str) -> None:
+        if self._left is not None:
+            return  # leaving: the media plane is closing and must not open new links
         try:
             kind = open_envelope(data, (ENTRY, ACTION, CHECKPOINT, PRESENCE),
                                  room=self.room.raw).kind
@@ -395,6 +397,8 @@ class RoomSession:
                     self._tasks.spawn(self._submit(data), "resubmit")
 
     def _update_media(self) -> None:
+        if self._left is not None:
+            return
         present = {p.identity for p in self.roster.present()} | {self.me}
         self.media.update(self.log.state, present)
         self.media.reconcile()

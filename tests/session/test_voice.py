@@ -1,0 +1,140 @@
+"""Voice rooms end to end on loopback: real nodes, real WebRTC links, real Opus, recordings
+checked by spectrum, and the room state enforced on media at every node."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+
+import pytest
+
+from p2pvoix.crypto import cbor
+from p2pvoix.crypto.envelope import CONTEXT
+from p2pvoix.crypto.keys import SigningKey
+from p2pvoix.crypto.roomkey import RoomKey
+from p2pvoix.mesh.forwarding import DropReason
+from p2pvoix.node.runtime import Contact
+from p2pvoix.room import Op
+from p2pvoix.session.room import RoomSession
+from p2pvoix.session.signalling import PROTOCOL, SignalReason
+from tests.session.roomlab import Lab, make_rogue, share_with
+
+pytestmark = pytest.mark.async_timeout(120)
+
+
+async def test_every_listener_hears_every_speaker_and_a_promoted_listener_is_heard_by_all(
+    tmp_path,
+):
+    async with Lab(tmp_path) as lab:
+        host = await lab.host("host", 440)
+        second = await lab.join("second", 660)
+        await lab.promote(host, second)
+        promoted = await lab.join("promoted", 880)  # its tone stays home while it is audience
+        listeners = [promoted] + [await lab.join(f"listener{i}", None) for i in (1, 2)]
+        rogue = await lab.join("rogue", 1000)
+        make_rogue(rogue)  # sends its audio without ever being promoted
+
+        def hears(session, speaker):
+            return lab.logs[session].last(speaker.me) is not None
+
+        await lab.until(lambda: all(hears(s, host) and hears(s, second) for s in listeners), 10)
+        both_on_stage = time.monotonic()
+        await asyncio.sleep(3)
+
+        await lab.promote(host, promoted)
+        unmuted = time.monotonic()
+        for session in (host, second, *listeners[1:]):
+            await lab.until(lambda s=session: lab.logs[s].first_after(promoted.me, unmuted), 5)
+            assert lab.logs[session].first_after(promoted.me, unmuted) - unmuted <= 1.0
+        await asyncio.sleep(2.5)
+        leaving = time.monotonic()
+        for session in lab.sessions:
+            await session.leave()
+
+        for listener in listeners:
+            pcm = lab.recording(listener)
+            window = (lab.at(listener, both_on_stage) + 0.3, lab.at(listener, unmuted))
+            assert share_with(pcm, 440, *window) >= 0.95, listener.name
+            assert share_with(pcm, 660, *window) >= 0.95, listener.name
+        for session in (host, second, *listeners[1:]):
+            pcm = lab.recording(session)
+            heard = share_with(pcm, 880, lab.at(session, unmuted) + 1.0, lab.at(session, leaving))
+            assert heard >= 0.95, session.name
+            assert share_with(pcm, 1000) == 0.0, f"{session.name} heard the unpromoted rogue"
+        # The rogue's stream died at the first node that received it.
+        dropped = sum(s.media.forwarder.rejections[DropReason.NOT_AUDIBLE] for s in (host, second))
+        assert dropped > 50
+
+
+@pytest.mark.parametrize("op", ["mute", "demote", "remove", "ban"])
+async def test_a_speaker_who_ignores_the_room_is_silenced_everywhere_within_a_second(tmp_path, op):
+    async with Lab(tmp_path) as lab:
+        host = await lab.host("host", 440)
+        speaker = await lab.join("speaker", 880)
+        listeners = [await lab.join(f"listener{i}", None) for i in range(2)]
+        await lab.promote(host, speaker)
+        make_rogue(speaker)  # from now on it keeps sending whatever it is told
+        others = [host, *listeners]
+        await lab.until(lambda: all(lab.logs[s].last(speaker.me) for s in others), 10)
+        await asyncio.sleep(0.5)
+
+        if op == "mute":
+            await host.act(Op.MUTE, speaker.me, lock=True)
+        elif op == "demote":
+            await host.act(Op.DEMOTE, speaker.me)
+        else:
+            await host.act(Op.REMOVE if op == "remove" else Op.BAN, speaker.me)
+        decided = time.monotonic()
+        await asyncio.sleep(2.0)
+        for session in others:
+            last = lab.logs[session].last(speaker.me)
+            assert last - decided <= 1.0, f"{session.name} still played it {last - decided:.2f} s on"
+        if op in ("remove", "ban"):
+            await lab.until(lambda: speaker.left is not None, 5)
+            assert speaker.left.reason == ("banned" if op == "ban" else "removed")
+        # Everyone still hears the host.
+        for listener in listeners:
+            assert time.monotonic() - lab.logs[listener].last(host.me) < 0.5
+
+
+def _tamper(reply: bytes, mode: str, relay: SigningKey) -> bytes:
+    """What a man in the middle of signalling could do to the host's signed answer."""
+    value = cbor.decode(reply, max_size=1 << 20)
+    body = value["b"]
+    if mode == "swap-sdp-fingerprint":  # point DTLS at the relay's certificate
+        sdp = body["sdp"].decode()
+        body["sdp"] = re.sub(r"a=fingerprint:sha-256 \S+", "a=fingerprint:sha-256 " +
+                             ":".join(["AB"] * 32), sdp).encode()
+        return cbor.encode(value)
+    # "re-sign": replace the signature with the relay's own, over the same answer
+    unsigned = {k: v for k, v in value.items() if k != "x"}
+    unsigned["s"] = relay.public.raw
+    return cbor.encode({**unsigned, "x": relay.sign(CONTEXT + cbor.encode(unsigned))})
+
+
+@pytest.mark.parametrize(("mode", "reason"), [
+    ("swap-sdp-fingerprint", "bad-signature"),
+    ("re-sign", SignalReason.NOT_THE_PEER),
+])
+async def test_a_tampering_relay_in_the_signalling_path_is_caught(tmp_path, mode, reason):
+    """Each answer's SDP and fingerprints are signed by the answering identity: a relay that
+    changes them, or signs them itself, makes the link abort before any media flows."""
+    async with Lab(tmp_path) as lab:
+        host = await lab.host("host", 440)
+        node = await lab.node("victim")
+        relay = SigningKey(os.urandom(32))
+
+        async def through_the_relay(peer_id: str, payload: bytes) -> bytes:
+            await node.connect(Contact(peer_id, ()))
+            reply = await node.room_request(peer_id, PROTOCOL, host.room.raw, payload)
+            return _tamper(reply, mode, relay)
+
+        victim = await RoomSession.join(node, RoomKey(host.room), audio=lab.audio("victim", None),
+                                        signal_transport=through_the_relay)
+        lab._keep(victim, "victim")
+        await lab.until(lambda: victim.media.links.rejections[reason] >= 1, 10)
+        await asyncio.sleep(0.5)
+        assert not victim.media.links.is_up(host.me)
+        assert lab.logs[victim].last(host.me) is None
