@@ -280,8 +280,6 @@ class LanDiscovery:
 
     async def stop(self) -> None:
         """Say goodbye, stop browsing and release every socket and task. Idempotent."""
-        if self._zc is None:
-            return
         try:
             await self.withdraw()
         finally:
@@ -443,9 +441,10 @@ def _accept_only_from(zc: Zeroconf, indexes: set[int]) -> None:
     # such a socket the mDNS packets of every interface where any socket on the machine joined
     # the group (avahi joins on all), so queries from an interface the user did not choose would
     # be answered there by unicast, and nodes there reported. IP_MULTICAST_ALL=0 is not enough:
-    # when the socket shares the port with another of the same user (SO_REUSEPORT, set by
-    # zeroconf), the kernel still gives it a share of that socket's packets. A socket filter on
-    # the arrival interface drops them here instead, and leaves the other socket's copy alone.
+    # when the only socket joined there shares our port through SO_REUSEPORT (another zeroconf of
+    # the same user), Linux hands ours a share of its packets (measured: about half, and the
+    # other socket loses them). A socket filter on the arrival interface drops our copy instead
+    # and leaves the other socket's delivery alone.
     if not sys.platform.startswith("linux"):
         return  # BSD and macOS deliver a group only to sockets that joined it on that interface
     engine = zc.engine

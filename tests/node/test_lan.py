@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+from zeroconf import ServiceStateChange
 
 from p2pvoix.crypto.keys import SigningKey
 from p2pvoix.directory.lan_txt import SERVICE_TYPE, LanAdvert, TxtReason, encode_txt
@@ -22,6 +23,7 @@ from p2pvoix.node.lan import (
     NetInterface,
     NoLanInterface,
     UnknownInterface,
+    _ifaddr_interfaces,
     _Sightings,
     _tcp_port,
     choose_interfaces,
@@ -78,6 +80,13 @@ def test_this_machine_lists_loopback_as_loopback():
     interfaces = {i.name: i for i in system_interfaces()}
     assert interfaces["lo"].loopback and interfaces["lo"].ipv4 == "127.0.0.1"
     assert all(not i.loopback for i in choose_interfaces((), tuple(interfaces.values())))
+
+
+def test_the_portable_interface_table_lists_loopback_too():
+    # What macOS and Windows use; here it reads the same table as the ioctl path.
+    interfaces = {i.name: i for i in _ifaddr_interfaces()}
+    assert interfaces["lo"].loopback and interfaces["lo"].ipv4 == "127.0.0.1"
+    assert {i.name for i in system_interfaces()} >= set(interfaces)
 
 
 # ---- what peers send ----
@@ -142,6 +151,26 @@ def test_the_instance_name_is_the_peer_id():
     peer_id = HOST.public.peer_id
     assert instance_label(peer_id) == peer_id and len(peer_id) == 52
     assert len(instance_label("Q" * 80)) == 63  # one DNS label
+
+
+def test_a_failing_callback_is_logged_and_raised_by_stop_and_our_own_name_is_ignored():
+    other = SigningKey(bytes([5] * 32)).public.peer_id
+
+    def on_gone(peer_id):
+        raise KeyError(peer_id)
+
+    async def test():
+        lan = LanDiscovery(HOST.public.peer_id, on_advert=lambda a, addrs: None, on_gone=on_gone)
+        lan._sightings.seen(name_of(other), encode_txt(LanAdvert(other, (), ())), ())
+        lan._on_change(None, SERVICE_TYPE, name_of(HOST.public.peer_id), ServiceStateChange.Added)
+        assert not lan._pending  # our own record, looped back: nothing to do
+        lan._on_change(None, SERVICE_TYPE, name_of(other), ServiceStateChange.Removed)
+        await asyncio.sleep(0)
+        with pytest.raises(KeyError, match=other):
+            await lan.stop()
+        await lan.stop()  # raised once, then clean
+
+    asyncio.run(test())
 
 
 def test_advertising_before_start_is_our_misuse():
@@ -214,6 +243,7 @@ def stop(node):
     return stopped
 
 
+@pytest.mark.netns
 def test_nodes_find_each_other_follow_changes_refuse_bad_txt_and_hear_goodbyes(lab):
     switch = lab.switch("lan")
     ips = {name: f"10.91.0.{i}" for i, name in enumerate("abcd", start=2)}
@@ -276,6 +306,7 @@ def test_nodes_find_each_other_follow_changes_refuse_bad_txt_and_hear_goodbyes(l
     assert discovered < 10
 
 
+@pytest.mark.netns
 def test_an_interface_not_chosen_never_carries_our_mdns(lab):
     # m sits on two LANs and runs LanDiscovery on eth0 only. Another zeroconf in m (same user,
     # SO_REUSEPORT) joins the mDNS group on eth1, as avahi does on every interface: without the
@@ -317,6 +348,7 @@ def test_an_interface_not_chosen_never_carries_our_mdns(lab):
         stop(node)
 
 
+@pytest.mark.netns
 def test_with_no_usable_interface_or_an_unknown_name_the_node_is_told_why(lab):
     alone = lab.namespace("alone")  # only loopback
     node = start_node(alone, 20)
@@ -328,6 +360,25 @@ def test_with_no_usable_interface_or_an_unknown_name_the_node_is_told_why(lab):
     assert error["type"] == "UnknownInterface" and "interfaces here: lo" in error["message"]
 
 
+@pytest.mark.netns
+def test_a_second_node_with_the_same_identity_is_refused(lab):
+    switch = lab.switch("lan")
+    first, second = lab.namespace("first"), lab.namespace("second")
+    first.connect(switch, "10.95.0.2/24")
+    second.connect(switch, "10.95.0.3/24")
+    nodes = [start_node(first, 30, "eth0"), start_node(second, 30, "eth0")]
+    ready(nodes[0], "10.95.0.2")
+    ready(nodes[1], "10.95.0.3")
+    nodes[0].send({"cmd": "advertise", "titles": ["Room"]})
+    nodes[0].expect(event("advertised"), timeout=10)
+    nodes[1].send({"cmd": "advertise", "titles": ["Room"]})
+    error = nodes[1].expect(lambda m: m.get("event") in ("error", "advertised"), timeout=10)
+    assert error.get("type") == "IdentityOnLan", error
+    for node in nodes:
+        stop(node)
+
+
+@pytest.mark.netns
 def test_the_interface_table_inside_a_namespace(lab):
     switch = lab.switch("lan")
     host = lab.namespace("host")

@@ -107,30 +107,10 @@ async def main(args: argparse.Namespace) -> None:
         **zeroconf_view(lan),
     )
     while (command := await commands.get()) is not None and command["cmd"] != "stop":
-        if command["cmd"] == "advertise":
-            addrs = [f"/ip4/{a}/tcp/{args.port}" for a in lan.addresses]
-            now_ms = int(time.time() * 1000)
-            records = tuple(
-                announce(
-                    key(f"lan room {args.seed}/{title}"),
-                    title=title,
-                    host=me.public,
-                    host_name=f"node {args.seed}",
-                    addrs=addrs,
-                    now_ms=now_ms,
-                    ttl_ms=600_000,
-                ).encoded
-                for title in command["titles"]
-            )
-            started = time.monotonic()
-            await lan.advertise(LanAdvert(me.public.peer_id, tuple(addrs), records))
-            emit("advertised", seconds=time.monotonic() - started)
-        elif command["cmd"] == "withdraw":
-            await lan.withdraw()
-            emit("withdrawn")
-        elif command["cmd"] == "stats":
-            stats = lan.statistics()
-            emit("stats", **{**stats.__dict__, "rejected": dict(stats.rejected)})
+        try:
+            await obey(command, lan, me, args)
+        except P2pvoixError as exc:
+            emit("error", type=type(exc).__name__, message=exc.user_message)
     started = time.monotonic()
     await lan.stop()
     stats = lan.statistics()
@@ -147,6 +127,33 @@ async def main(args: argparse.Namespace) -> None:
         rejected=dict(stats.rejected),
         adverts_seen=stats.adverts_seen,
     )
+
+
+async def obey(command: dict, lan: LanDiscovery, me: SigningKey, args: argparse.Namespace) -> None:
+    if command["cmd"] == "advertise":
+        addrs = [f"/ip4/{a}/tcp/{args.port}" for a in lan.addresses]
+        now_ms = int(time.time() * 1000)
+        records = tuple(
+            announce(
+                key(f"lan room {args.seed}/{title}"),
+                title=title,
+                host=me.public,
+                host_name=f"node {args.seed}",
+                addrs=addrs,
+                now_ms=now_ms,
+                ttl_ms=600_000,
+            ).encoded
+            for title in command["titles"]
+        )
+        started = time.monotonic()
+        await lan.advertise(LanAdvert(me.public.peer_id, tuple(addrs), records))
+        emit("advertised", seconds=time.monotonic() - started)
+    elif command["cmd"] == "withdraw":
+        await lan.withdraw()
+        emit("withdrawn")
+    elif command["cmd"] == "stats":
+        stats = lan.statistics()
+        emit("stats", **{**stats.__dict__, "rejected": dict(stats.rejected)})
 
 
 if __name__ == "__main__":
