@@ -9,7 +9,11 @@ from typing import Any
 
 import click
 
-from p2pvoix.cli.network import network_options, node_config
+from p2pvoix.cli.network import (
+    network_options,
+    network_options_without_lan_toggle,
+    node_config,
+)
 from p2pvoix.cli.signals import stop_event
 from p2pvoix.crypto.roomkey import RoomKey
 from p2pvoix.directory.directory import matches
@@ -45,16 +49,17 @@ async def run_node(config: NodeConfig) -> None:
 
 
 @click.command("rooms")
-@click.option("--lan", "only_lan", is_flag=True, help="Only rooms seen on the local network.")
+@click.option("--lan", "only_lan", is_flag=True,
+              help="Only rooms seen on the local network (mDNS).")
 @click.option("--dht", "only_net", is_flag=True,
-              help="Only rooms found through the p2p network (gossip and DHT).")
+              help="Only rooms found through the p2p network (gossip and DHT); no mDNS.")
 @click.option("--topic", help="Only rooms with this topic tag.")
 @click.option("--lang", help="Only rooms in this language (fr also matches fr-MA).")
 @click.option("--watch", is_flag=True, help="Keep running and print rooms as they come and go.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines, for scripts.")
 @click.option("--wait", type=click.FloatRange(0, 600), default=3.0, show_default=True,
               help="Seconds to listen before printing.")
-@network_options
+@network_options_without_lan_toggle
 def rooms_command(only_lan: bool, only_net: bool, topic: str | None, lang: str | None,
                   watch: bool, as_json: bool, wait: float, **options: Any) -> None:
     """List the rooms that are live now, on the LAN and on the p2p network."""
@@ -62,7 +67,8 @@ def rooms_command(only_lan: bool, only_net: bool, topic: str | None, lang: str |
         raise click.UsageError("choose --lan or --dht, not both")
     sources = frozenset({Source.LAN}) if only_lan else (
         frozenset({Source.GOSSIP, Source.DHT}) if only_net else None)
-    config = node_config(options.pop("home"), **options)
+    # --dht never multicasts on the LAN; otherwise mDNS is on, as --lan needs it.
+    config = node_config(options.pop("home"), lan=not only_net, **options)
     asyncio.run(list_rooms(config, sources, topic, lang, watch, as_json, wait))
 
 

@@ -16,14 +16,24 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def network_options(func: F) -> F:
     """--bootstrap, --listen, --lan/--no-lan, --lan-interface, --stun, --turn, --home."""
+    return _network_options(func, lan_toggle=True)
+
+
+def network_options_without_lan_toggle(func: F) -> F:
+    """The same for `p2pvoix rooms`, whose own --lan and --dht choose where to look."""
+    return _network_options(func, lan_toggle=False)
+
+
+def _network_options(func: F, lan_toggle: bool) -> F:
     options = [
         click.option("--bootstrap", "bootstrap", multiple=True, metavar="MULTIADDR",
                      help="A p2pvoix node to join the network through (repeatable; also "
                           "`bootstrap = [...]` in config.toml)."),
         click.option("--listen", "listen", multiple=True, metavar="MULTIADDR",
                      help="Where to accept connections (default /ip4/0.0.0.0/tcp/0)."),
-        click.option("--lan/--no-lan", "lan", default=None,
-                     help="Find and announce rooms on the local network with mDNS (default on)."),
+        *([click.option("--lan/--no-lan", "lan", default=None,
+                        help="Find and announce rooms on the local network with mDNS "
+                             "(default on).")] if lan_toggle else []),
         click.option("--lan-interface", "interfaces", multiple=True, metavar="IFACE",
                      help="Use only these interfaces for mDNS (default: every interface that is "
                           "up, with IPv4, not loopback)."),
