@@ -105,8 +105,14 @@ class Lab:
     def __enter__(self) -> Lab:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
+        try:
+            self.close()
+        except LabError as exc:
+            if exc_type is None:
+                raise
+            # The test's own failure matters more; still say what was left behind.
+            print(f"netlab: {exc}", file=sys.stderr)
 
     def namespace(self, name: str, *, ipv6: bool = False) -> Namespace:
         """A new namespace with ``lo`` up; IPv6 is off unless asked for (less noise on the wire)."""
@@ -315,21 +321,8 @@ class Namespace:
     ) -> None:
         """Shape what leaves ``ifname`` to ``rate`` (e.g. "1mbit") with a token bucket (tc tbf);
         packets that would wait longer than ``latency`` are dropped."""
-        self.run(
-            "tc",
-            "qdisc",
-            "replace",
-            "dev",
-            ifname,
-            "root",
-            "tbf",
-            "rate",
-            rate,
-            "burst",
-            burst,
-            "latency",
-            latency,
-        )
+        tbf = ["tbf", "rate", rate, "burst", burst, "latency", latency]
+        self.run("tc", "qdisc", "replace", "dev", ifname, "root", *tbf)
 
     def clear_bandwidth(self, ifname: str) -> None:
         self.run("tc", "qdisc", "del", "dev", ifname, "root", check=False)
