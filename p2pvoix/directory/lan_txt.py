@@ -1,4 +1,4 @@
-"""The mDNS TXT record of a p2pvoix node on a LAN (docs/protocol/discovery.md §4).
+"""The mDNS TXT record of a p2pvoix node on a LAN (docs/protocol/discovery.md §6).
 
 DNS-SD TXT strings are at most 255 bytes each and the whole record should stay in one multicast
 packet, so a node's signed room announcements are carried base64url-encoded in numbered chunks.
