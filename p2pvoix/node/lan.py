@@ -1,4 +1,4 @@
-"""mDNS discovery of p2pvoix nodes on the local network (docs/protocol/discovery.md §4).
+"""mDNS discovery of p2pvoix nodes on the local network (docs/protocol/discovery.md §6).
 
 ``LanDiscovery`` advertises this node as ``<peer id>._p2pvoix._tcp.local.`` with the TXT record of
 ``directory/lan_txt.py`` and browses for every other node's. It runs zeroconf on the node's asyncio
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import array
 import asyncio
-import errno
 import logging
 import socket
 import struct
@@ -29,7 +28,14 @@ from zeroconf import IPVersion, NonUniqueNameException, ServiceStateChange, Zero
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from p2pvoix.directory.lan_txt import SERVICE_TYPE, LanAdvert, decode_txt, encode_txt
-from p2pvoix.errors import P2pvoixError, Rejected, RejectionCounter, UsageError
+from p2pvoix.errors import P2pvoixError, Rejected, RejectionCounter
+from p2pvoix.node.interfaces import (
+    NetInterface,
+    NoLanInterface,
+    UnknownInterface,
+    choose_interfaces,
+    system_interfaces,
+)
 
 __all__ = [
     "IdentityOnLan",
@@ -62,91 +68,9 @@ class LanReason(StrEnum):
 # ---- errors ----
 
 
-class UnknownInterface(UsageError):
-    """No network interface has that name. Name one of the interfaces listed below, or name none
-    to use every interface that is up."""
-
-
-class NoLanInterface(P2pvoixError):
-    """LAN discovery is off: no network interface is up with an IPv4 address. Connect to a
-    network (or name one that is up) and start again."""
-
-
 class IdentityOnLan(P2pvoixError):
     """Another node on this network already advertises your identity. Stop the other p2pvoix
     that runs with this identity, then try again."""
-
-
-# ---- interfaces ----
-
-
-@dataclass(frozen=True)
-class NetInterface:
-    """A network interface as the kernel reports it."""
-
-    name: str
-    index: int
-    ipv4: str | None  # its (primary) IPv4 address
-    up: bool
-    loopback: bool
-    multicast: bool
-
-
-def choose_interfaces(
-    names: Sequence[str], present: Sequence[NetInterface]
-) -> tuple[NetInterface, ...]:
-    """The interfaces to run mDNS on: those named, or with none named every interface that is
-    up, has IPv4, can multicast and is not loopback. Named interfaces that cannot carry mDNS are
-    skipped; raises ``UnknownInterface`` for a name that does not exist and ``NoLanInterface``
-    when nothing usable is left."""
-    by_name = {interface.name: interface for interface in present}
-    existing = ", ".join(sorted(by_name)) or "none"
-    unknown = [name for name in names if name not in by_name]
-    if unknown:
-        raise UnknownInterface(f"{', '.join(unknown)}: not found; interfaces here: {existing}")
-    if names:
-        candidates = [by_name[name] for name in dict.fromkeys(names)]
-    else:
-        candidates = [interface for interface in present if not interface.loopback]
-    chosen = tuple(interface for interface in candidates if _unusable(interface) is None)
-    if not chosen:
-        why = "; ".join(f"{i.name} {_unusable(i)}" for i in candidates)
-        raise NoLanInterface(why or f"interfaces here: {existing}")
-    return chosen
-
-
-def system_interfaces() -> tuple[NetInterface, ...]:
-    """Every interface of this machine (of this network namespace) with its flags and IPv4."""
-    if not sys.platform.startswith("linux"):
-        return _ifaddr_interfaces()
-    import fcntl  # Linux only, like the ioctl numbers below
-
-    interfaces = []
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        for index, name in socket.if_nameindex():
-            request = struct.pack("16s16x", name.encode()[:15])
-            try:
-                flags = struct.unpack_from("H", fcntl.ioctl(probe, _SIOCGIFFLAGS, request), 16)[0]
-            except OSError:
-                continue  # vanished since if_nameindex()
-            try:
-                reply = fcntl.ioctl(probe, _SIOCGIFADDR, request)
-                ipv4: str | None = socket.inet_ntoa(reply[20:24])
-            except OSError as exc:
-                if exc.errno not in (errno.EADDRNOTAVAIL, errno.ENODEV):
-                    raise
-                ipv4 = None
-            interfaces.append(
-                NetInterface(
-                    name,
-                    index,
-                    ipv4,
-                    up=bool(flags & _IFF_UP),
-                    loopback=bool(flags & _IFF_LOOPBACK),
-                    multicast=bool(flags & _IFF_MULTICAST),
-                )
-            )
-    return tuple(interfaces)
 
 
 # ---- discovery ----
@@ -414,18 +338,6 @@ class _Sightings:
         return dict(self._rejected)
 
 
-def _unusable(interface: NetInterface) -> str | None:
-    if not interface.up:
-        return "is down"
-    if interface.ipv4 is None:
-        return "has no IPv4 address"
-    if interface.loopback:
-        return "is loopback"
-    if not interface.multicast:
-        return "cannot multicast"
-    return None
-
-
 def _tcp_port(addrs: Sequence[str]) -> int:
     """The port of the first ``…/tcp/<port>`` multiaddr (0 when there is none)."""
     for addr in addrs:
@@ -478,27 +390,7 @@ def _interface_filter(indexes: list[int]) -> _SocketFilter:
     return _SocketFilter(program)
 
 
-def _ifaddr_interfaces() -> tuple[NetInterface, ...]:
-    # Not Linux: no SIOCGIF* numbers to rely on; ifaddr (a zeroconf dependency) lists adapters
-    # with addresses only, so "up" means "has an address".
-    import ifaddr
-
-    interfaces = []
-    for adapter in ifaddr.get_adapters():
-        ipv4 = next((ip.ip for ip in adapter.ips if ip.is_IPv4), None)
-        loopback = isinstance(ipv4, str) and ipv4.startswith("127.")
-        interfaces.append(
-            NetInterface(adapter.name, adapter.index or 0, ipv4, True, loopback, not loopback)
-        )
-    return tuple(interfaces)
-
-
-# <linux/sockios.h>, <net/if.h>, <linux/filter.h>, <asm-generic/socket.h>
-_SIOCGIFFLAGS = 0x8913
-_SIOCGIFADDR = 0x8915
-_IFF_UP = 0x1
-_IFF_LOOPBACK = 0x8
-_IFF_MULTICAST = 0x1000
+# <linux/filter.h>, <asm-generic/socket.h>
 _SO_ATTACH_FILTER = 26
 _BPF_LD_W_ABS = 0x20
 _BPF_JEQ_K = 0x15

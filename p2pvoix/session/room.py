@@ -505,14 +505,24 @@ async def _sync(node: Node, room: PublicKey, peer_id: str) -> tuple[RoomLog, tup
 
 
 def default_rtc_config(node: Node) -> RtcConfig:
-    """ICE on the addresses the node listens on when those are loopback; else aioice's choice."""
+    """ICE candidates on the interfaces the user named (--lan-interface), or on the loopback
+    addresses the node listens on when it listens only there; otherwise aioice's own choice."""
     listen_hosts = {addr.split("/")[2] for addr in node.config.listen if addr.startswith("/ip4/")}
     loopback = tuple(sorted(h for h in listen_hosts if h.startswith("127.")))
+    if node.config.interfaces:
+        from p2pvoix.node.interfaces import choose_interfaces, system_interfaces
+
+        chosen = choose_interfaces(node.config.interfaces, system_interfaces())
+        host_addresses: tuple[str, ...] | None = tuple(i.ipv4 for i in chosen if i.ipv4)
+    elif loopback and loopback == tuple(sorted(listen_hosts)):
+        host_addresses = loopback
+    else:
+        host_addresses = None
     turn = node.config.turn[0] if node.config.turn else None
     return RtcConfig(
         stun_urls=node.config.stun,
         turn_urls=tuple(t.url for t in node.config.turn),
         turn_username=turn.username if turn else None,
         turn_credential=turn.credential if turn else None,
-        host_addresses=loopback if loopback and loopback == tuple(sorted(listen_hosts)) else None,
+        host_addresses=host_addresses,
     )

@@ -17,19 +17,15 @@ from p2pvoix.crypto.keys import SigningKey
 from p2pvoix.directory.lan_txt import SERVICE_TYPE, LanAdvert, TxtReason, encode_txt
 from p2pvoix.directory.records import announce, verify_announcement
 from p2pvoix.errors import RejectionCounter, UsageError
-from p2pvoix.node.lan import (
-    LanDiscovery,
-    LanReason,
+from p2pvoix.node.interfaces import (
     NetInterface,
     NoLanInterface,
     UnknownInterface,
     _ifaddr_interfaces,
-    _Sightings,
-    _tcp_port,
     choose_interfaces,
-    instance_label,
     system_interfaces,
 )
+from p2pvoix.node.lan import LanDiscovery, LanReason, _Sightings, _tcp_port, instance_label
 from tests import netlab
 
 lab = netlab.lab
@@ -386,7 +382,7 @@ def test_the_interface_table_inside_a_namespace(lab):
     host.connect(switch, "10.94.1.2/24")
     host.ip("link", "set", "eth1", "down")
     code = (
-        "import json, socket; from p2pvoix.node import lan\n"
+        "import json, socket; from p2pvoix.node import interfaces as lan\n"
         "table = lan.system_interfaces()\n"
         "print(json.dumps([[i.name, i.ipv4, i.up, i.loopback, i.multicast] for i in table]))\n"
         "print(json.dumps({i.name: i.index == socket.if_nametoindex(i.name) for i in table}))\n"
