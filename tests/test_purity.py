@@ -26,6 +26,8 @@ PURE_MODULES = [
     "mesh/wire.py",
     "mesh/forwarding.py",
     "mesh/planner.py",
+    "mesh/capacity.py",
+    "mesh/simulation.py",
     "session/presence.py",
     "session/signalling.py",
     "session/sync.py",

@@ -1,0 +1,122 @@
+"""How many children a node offers to relay to: its advertised *slots*.
+
+Pure: the node samples its own process CPU time and bytes sent (and what its children report)
+every few seconds and feeds them in with ``now_ms``; the estimator answers with a slot count. The
+rules, in order:
+
+1. ``--no-relay`` (or a node that cannot be reached) offers 0; ``--relay-slots N`` caps the result.
+2. Before anything is measured a node offers ``INITIAL_SLOTS``: small, so a new node never takes
+   more than it can feed, and a relay tree still forms at once.
+3. CPU: the cost of one child is measured (CPU seconds per second spent per child while the node
+   relays); slots = the children that fit in ``CPU_BUDGET`` of one core.
+4. Upload: with a known upload rate (``--upload-kbps``), slots = what fits in ``UPLOAD_BUDGET`` of it
+   at the measured bytes per child. Without one, congestion is inferred: if children report loss
+   above ``LOSS_THRESHOLD``, the node takes its current number of children minus one as the limit
+   (multiplicative decrease, like TCP) and only grows again, one slot per quiet period, after
+   ``GROW_AFTER_MS`` without loss (additive increase).
+5. The answer moves by hysteresis: it drops at once (never feed more than we can) but rises at most
+   one slot per sample, so the plan is not churned by noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+INITIAL_SLOTS = 4
+MAX_SLOTS = 200
+CPU_BUDGET = 0.5  # of one core, for relaying: the node also decodes and plays audio
+UPLOAD_BUDGET = 0.7  # of a known upload rate: leave room for everything else on the link
+LOSS_THRESHOLD = 0.02  # children losing more than this: our upload (or CPU) is saturated
+GROW_AFTER_MS = 10_000
+MIN_SAMPLE_MS = 1000
+
+
+@dataclass(frozen=True)
+class CapacityPolicy:
+    """What the user said: opt out, a hard cap, the upload rate if known."""
+
+    relay: bool = True
+    max_slots: int | None = None  # --relay-slots
+    upload_kbps: float | None = None  # --upload-kbps; None: unknown, infer from loss
+    reachable: bool = True  # unreachable nodes cannot accept children
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One measurement, cumulative counters since the node started."""
+
+    now_ms: int
+    cpu_seconds: float  # this process's CPU time
+    bytes_sent: int  # media bytes sent on child links
+    children: int  # child links up now
+    child_loss: float = 0.0  # worst loss fraction children reported since the last sample
+
+
+@dataclass
+class CapacityEstimator:
+    policy: CapacityPolicy = field(default_factory=CapacityPolicy)
+    slots: int = INITIAL_SLOTS
+    cpu_per_child: float | None = None  # CPU share of one core per child, smoothed
+    bytes_per_child_s: float | None = None  # upload per child per second, smoothed
+    _last: Sample | None = None
+    _loss_limit: int | None = None
+    _quiet_since_ms: int | None = None
+    _base_cpu: float | None = None  # CPU share with no children (decoding, playout, …)
+
+    def __post_init__(self) -> None:
+        self.slots = self._clamp(INITIAL_SLOTS)
+
+    def update(self, sample: Sample) -> int:
+        """Take a sample; returns the slots to advertise now."""
+        last, self._last = self._last, sample
+        if last is None or sample.now_ms - last.now_ms < MIN_SAMPLE_MS:
+            if last is not None:
+                self._last = last  # too close: keep the older base for the next delta
+            return self.slots
+        seconds = (sample.now_ms - last.now_ms) / 1000
+        cpu_share = max(0.0, sample.cpu_seconds - last.cpu_seconds) / seconds
+        upload = max(0, sample.bytes_sent - last.bytes_sent) / seconds
+        children = (sample.children + last.children) / 2
+        if children < 0.5:
+            self._base_cpu = _smooth(self._base_cpu, cpu_share)
+        else:
+            base = self._base_cpu or 0.0
+            self.cpu_per_child = _smooth(self.cpu_per_child, max(0.0, cpu_share - base) / children)
+            self.bytes_per_child_s = _smooth(self.bytes_per_child_s, upload / children)
+        self._track_loss(sample)
+        return self._decide(sample)
+
+    def _track_loss(self, sample: Sample) -> None:
+        if sample.child_loss > LOSS_THRESHOLD and sample.children > 0:
+            self._loss_limit = max(0, sample.children - 1)
+            self._quiet_since_ms = sample.now_ms
+        elif self._loss_limit is not None and self._quiet_since_ms is not None:
+            if sample.now_ms - self._quiet_since_ms >= GROW_AFTER_MS:
+                self._loss_limit += 1
+                self._quiet_since_ms = sample.now_ms
+
+    def _decide(self, sample: Sample) -> int:
+        wanted = MAX_SLOTS
+        if self.cpu_per_child:
+            headroom = CPU_BUDGET - (self._base_cpu or 0.0)
+            wanted = min(wanted, int(max(0.0, headroom) / self.cpu_per_child + 1e-9))
+        if self.policy.upload_kbps and self.bytes_per_child_s:
+            budget = self.policy.upload_kbps * 1000 / 8 * UPLOAD_BUDGET
+            wanted = min(wanted, int(budget / self.bytes_per_child_s + 1e-9))
+        if self._loss_limit is not None:
+            wanted = min(wanted, self._loss_limit)
+        wanted = self._clamp(wanted)
+        # Drop at once; rise by one slot per sample.
+        self.slots = wanted if wanted < self.slots else min(wanted, self.slots + 1)
+        return self.slots
+
+    def _clamp(self, slots: int) -> int:
+        if not self.policy.relay or not self.policy.reachable:
+            return 0
+        if self.policy.max_slots is not None:
+            slots = min(slots, self.policy.max_slots)
+        return max(0, min(MAX_SLOTS, slots))
+
+
+def _smooth(old: float | None, new: float, weight: float = 0.3) -> float:
+    return new if old is None else old + weight * (new - old)

@@ -1,0 +1,73 @@
+"""The relay capacity estimator: opt-out and caps, CPU and upload limits, loss backs off."""
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from p2pvoix.mesh.capacity import (
+    INITIAL_SLOTS,
+    CapacityEstimator,
+    CapacityPolicy,
+    Sample,
+)
+
+
+class Node:
+    """A simulated node: cumulative CPU and bytes as time passes, fed to an estimator."""
+
+    def __init__(self, estimator, base_cpu=0.05):
+        self.estimator, self.base_cpu = estimator, base_cpu
+        self.now, self.cpu, self.sent = 0, 0.0, 0
+
+    def run(self, seconds, children, cpu_per_child=0.0, bytes_per_child=4000, loss=0.0):
+        history = []
+        for _ in range(seconds):
+            self.now += 1000
+            self.cpu += self.base_cpu + cpu_per_child * children
+            self.sent += bytes_per_child * children
+            history.append(self.estimator.update(
+                Sample(self.now, self.cpu, self.sent, children, loss)))
+        return history
+
+
+def test_opt_out_cap_and_unreachable():
+    assert CapacityEstimator(CapacityPolicy(relay=False)).slots == 0
+    assert CapacityEstimator(CapacityPolicy(reachable=False)).slots == 0
+    assert CapacityEstimator(CapacityPolicy(max_slots=2)).slots == 2
+    assert CapacityEstimator().slots == INITIAL_SLOTS
+
+
+def test_cpu_budget_bounds_slots_and_growth_is_gradual():
+    node = Node(CapacityEstimator())
+    node.run(5, children=0)  # 5 % of a core with no children
+    history = node.run(60, children=10, cpu_per_child=0.01)  # then 1 % of a core per child
+    assert history[-1] == 45  # (0.5 - 0.05) / 0.01
+    assert all(b - a <= 1 for a, b in zip(history, history[1:], strict=False))
+
+
+def test_known_upload_rate_bounds_slots():
+    node = Node(CapacityEstimator(CapacityPolicy(upload_kbps=1000)))
+    node.run(5, children=0)
+    # 4000 B/s per child = 32 kbit/s; 70 % of 1 Mbit/s fits 21 children.
+    assert node.run(60, children=5, cpu_per_child=0.0001)[-1] == 21
+
+
+def test_loss_drops_slots_at_once_and_recovers_slowly():
+    node = Node(CapacityEstimator())
+    node.run(3, children=0)
+    before = node.run(30, children=8, cpu_per_child=0.001)[-1]
+    assert before > 8
+    assert node.run(1, children=8, cpu_per_child=0.001, loss=0.1) == [7]  # saturated: back off
+    later = node.run(25, children=7, cpu_per_child=0.001)
+    assert later[0] == 7 and later[-1] == 9  # then one slot per quiet 10 s
+
+
+@given(st.lists(st.tuples(st.integers(0, 5000), st.floats(0, 2), st.integers(0, 100_000),
+                          st.integers(0, 50), st.floats(0, 1)), max_size=40),
+       st.none() | st.integers(0, 30))
+def test_never_negative_never_above_the_cap(steps, cap):
+    estimator = CapacityEstimator(CapacityPolicy(max_slots=cap))
+    now, cpu, sent = 0, 0.0, 0
+    for dt, dcpu, dsent, children, loss in steps:
+        now, cpu, sent = now + dt, cpu + dcpu, sent + dsent
+        slots = estimator.update(Sample(now, cpu, sent, children, loss))
+        assert 0 <= slots <= (cap if cap is not None else 200)
