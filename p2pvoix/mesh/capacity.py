@@ -99,10 +99,10 @@ class CapacityEstimator:
         wanted = MAX_SLOTS
         if self.cpu_per_child:
             headroom = CPU_BUDGET - (self._base_cpu or 0.0)
-            wanted = min(wanted, int(max(0.0, headroom) / self.cpu_per_child + 1e-9))
+            wanted = min(wanted, int(max(0.0, headroom) / self.cpu_per_child + 1e-6))
         if self.policy.upload_kbps and self.bytes_per_child_s:
             budget = self.policy.upload_kbps * 1000 / 8 * UPLOAD_BUDGET
-            wanted = min(wanted, int(budget / self.bytes_per_child_s + 1e-9))
+            wanted = min(wanted, int(budget / self.bytes_per_child_s + 1e-6))
         if self._loss_limit is not None:
             wanted = min(wanted, self._loss_limit)
         wanted = self._clamp(wanted)
