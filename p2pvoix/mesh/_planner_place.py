@@ -1,0 +1,248 @@
+"""The planner's core: where a member may go, how it gets there, and who backs it up.
+
+Pure; private to ``planner.py``, whose module docstring states the rules. ``PlannerCore`` searches
+the tree's indices for slots (shallowest first, then NAT-aware, then nearest, then lowest id),
+attaches loose members (a free slot, else one splice or one displacement), and keeps every
+attached member's backup valid. It records each parent change as a :class:`Move`, in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from p2pvoix.mesh._planner_tree import Buckets, Id, Move, Tree
+
+Latency = Callable[[Id, Id], float]  # one-way milliseconds between two members
+
+
+class PlannerCore:
+    """Search, placement and backups over one :class:`Tree`; the public API is ``Planner``."""
+
+    def __init__(
+        self,
+        *,
+        nat_needs_reachable_parent: bool = True,
+        unknown_is_reachable: bool = False,
+        latency: Latency | None = None,
+        window: int = 8,
+    ) -> None:
+        """``latency`` breaks ties among slots of equal depth, looking at ``window`` of them."""
+        self.nat_needs_reachable_parent = nat_needs_reachable_parent
+        reachable = {"public", "unknown"} if unknown_is_reachable else {"public"}
+        self.tree = Tree(frozenset(reachable))
+        self.latency = latency
+        self.window = max(1, window)
+        self._moves: list[Move] = []
+        self._no_backup: set[Id] = set()
+        self._stage: set[Id] = set()
+
+    def may_feed(self, child: Id, parent: Id) -> bool:
+        """Does the NAT rule allow ``parent`` to feed ``child``?"""
+        return not self._needs_reachable(child) or self.tree.reachable(parent)
+
+    def _needs_reachable(self, node: Id) -> bool:
+        return self.nat_needs_reachable_parent and self.tree.members[node].reach == "nat"
+
+    # -- placement -----------------------------------------------------------------------------
+
+    def _place(self, node: Id) -> bool:
+        """Attach loose ``node`` (with its subtree): a free slot, else make room with one move."""
+        parent = self._best_slot(node, self.tree.free, exclude=node)
+        if parent is not None:
+            self._link(node, parent)
+            return True
+        return self._splice_in(node) or self._displace_for(node)
+
+    def _splice_up(self, node: Id) -> None:
+        """A newly attached relay takes the place of a shallower childless member with fewer slots.
+
+        That member hangs below it, one level deeper but never deeper than the newcomer was, and
+        the newcomer's free slots are now that much nearer the stage.
+        """
+        tree = self.tree
+        slots, depth = tree.members[node].slots, tree.depth[node]
+        if tree.free_slots(node) < 1:
+            return
+        for level in tree.leaves.buckets():
+            if level >= depth:
+                return
+            for *_, other in tree.leaves.entries(level):
+                if tree.members[other].slots >= slots:
+                    break
+                above = tree.parent[other]
+                if self.may_feed(node, above) and self.may_feed(other, node):
+                    self._move(other, node)
+                    self._move(node, above)
+                    return
+
+    def _splice_in(self, node: Id) -> bool:
+        """No free slot outside ``node``'s subtree: it takes an attached member's place.
+
+        That member moves into a free slot of ``node``'s subtree; it has no audio until ``node``
+        is attached in its place (the one break-before-make step the planner ever asks for).
+        """
+        tree = self.tree
+        inside = self._free_inside(node)
+        if not inside:
+            return False
+        for other in self._candidates():
+            above = tree.parent[other]
+            if not self.may_feed(node, above):
+                continue
+            slot = next((s for s in inside if self.may_feed(other, s)), None)
+            if slot is not None:
+                self._moves.append(Move(other, slot, tree.move(other, slot), break_first=True))
+                self._link(node, above)
+                return True
+        return False
+
+    def _displace_for(self, node: Id) -> bool:
+        """A NAT member with no reachable slot: a non-NAT child of a reachable parent moves over."""
+        tree = self.tree
+        if not tree.free.buckets() or not self._needs_reachable(node):
+            return False
+        for other in self._candidates():
+            above = tree.parent[other]
+            if tree.members[other].reach == "nat" or not tree.reachable(above):
+                continue
+            slot = self._best_slot(other, tree.free, exclude=other)
+            if slot is not None:
+                self._move(other, slot)
+                self._link(node, above)
+                return True
+        return False
+
+    def _candidates(self) -> list[Id]:
+        """Attached audience members, the cheapest to disturb first: childless, shallow, few slots."""
+        tree = self.tree
+        childless = [e[-1] for level in tree.leaves.buckets() for e in tree.leaves.entries(level)]
+        others = [
+            e[-1]
+            for level in tree.ranks.buckets()
+            for e in reversed(tree.ranks.entries(level))
+            if tree.children[e[-1]]
+        ]
+        return childless + others
+
+    def _free_inside(self, top: Id) -> list[Id]:
+        """Nodes with a free slot in ``top``'s subtree, shallowest first."""
+        tree, found, level = self.tree, [], [top]
+        while level:
+            found += sorted(n for n in level if tree.free_slots(n) > 0)
+            level = [child for n in level for child in tree.children[n]]
+        return found
+
+    def _best_slot(
+        self,
+        node: Id,
+        index: Buckets,
+        *,
+        exclude: Id | None,
+        accept: Callable[[Id], bool] | None = None,
+        max_depth: int | None = None,
+    ) -> Id | None:
+        """The best node in ``index`` to feed ``node``: shallowest, then (for a member that does
+        not need a reachable parent) one that could not feed a NAT member anyway, then nearest,
+        then lowest id. Nodes in ``exclude``'s subtree and ``node`` itself never qualify."""
+        tree = self.tree
+        needs_reachable = self._needs_reachable(node)
+        depths = sorted({depth for depth, _ in index.buckets()})
+        for depth in depths:
+            if max_depth is not None and depth > max_depth:
+                return None
+            found: list[Id] = []
+            for reachable in (True,) if needs_reachable else (False, True):
+                count = 0
+                for *_, other in index.entries((depth, reachable)):
+                    if other == node or (exclude is not None and tree.in_subtree(other, exclude)):
+                        continue
+                    if accept is not None and not accept(other):
+                        continue
+                    found.append(other)
+                    count += 1
+                    if count >= self.window:
+                        break
+            if found:
+                return min(found, key=lambda other: self._rank(node, other))
+        return None
+
+    def _rank(self, node: Id, other: Id) -> tuple:
+        keep_for_nat = self.tree.reachable(other) and not self._needs_reachable(node)
+        near = self.latency(node, other) if self.latency is not None else 0.0
+        return (keep_for_nat, near, other)
+
+    def _slot_ok(self, node: Id, parent: Id) -> bool:
+        """May ``node`` (with its subtree) move below ``parent`` right now?"""
+        tree = self.tree
+        return (
+            parent in tree.members
+            and parent in tree.depth
+            and tree.free_slots(parent) > 0
+            and not tree.in_subtree(parent, node)
+            and self.may_feed(node, parent)
+        )
+
+    # -- backups -------------------------------------------------------------------------------
+
+    def _backup_ok(self, node: Id, backup: Id) -> bool:
+        tree = self.tree
+        return (
+            backup in tree.members
+            and backup in tree.depth
+            and tree.free_slots(backup) > 0
+            and not tree.in_subtree(backup, tree.parent[node])
+            and self.may_feed(node, backup)
+        )
+
+    def _find_backup(self, node: Id) -> Id | None:
+        tree = self.tree
+        parent = tree.parent[node]
+        if tree.members[parent].stage and len(self._stage) == 1:
+            return None  # everything hangs below the one stage node: nothing else can feed it
+        for index in (tree.spare, tree.free):  # a slot not yet promised to others, if any
+            backup = self._best_slot(node, index, exclude=parent)
+            if backup is not None:
+                return backup
+        return None
+
+    def _refresh_backups(self) -> None:
+        tree = self.tree
+        todo = sorted(tree.dirty | self._no_backup)
+        tree.dirty.clear()
+        for node in todo:
+            if node not in tree.members:
+                continue
+            if node not in tree.depth or tree.members[node].stage:
+                tree.set_backup(node, None)
+                self._no_backup.discard(node)
+                continue
+            backup = tree.backup[node]
+            if backup is None or not self._backup_ok(node, backup):
+                backup = self._find_backup(node)
+                tree.set_backup(node, backup)
+            if backup is None:
+                self._no_backup.add(node)
+            else:
+                self._no_backup.discard(node)
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+
+    def _link(self, node: Id, parent: Id) -> None:
+        self.tree.link(node, parent)
+        self._moves.append(Move(node, parent, None))
+
+    def _move(self, node: Id, parent: Id) -> None:
+        self._moves.append(Move(node, parent, self.tree.move(node, parent)))
+
+    def _retry_loose(self) -> None:
+        """Attach whoever is still loose, strongest first, until a pass attaches no one."""
+        tree = self.tree
+        progress = True
+        while progress and tree.loose and self._stage:
+            progress = False
+            for node in self._by_strength(tree.loose):
+                if node in tree.loose and self._place(node):
+                    progress = True
+
+    def _by_strength(self, nodes: Iterable[Id]) -> list[Id]:
+        return sorted(nodes, key=lambda n: (-self.tree.members[n].slots, n))
