@@ -39,6 +39,9 @@ class CapacityPolicy:
     max_slots: int | None = None  # --relay-slots
     upload_kbps: float | None = None  # --upload-kbps; None: unknown, infer from loss
     reachable: bool = True  # unreachable nodes cannot accept children
+    # False: advertise max_slots (or INITIAL_SLOTS) as given, without measuring — for several
+    # nodes in one process (tests, benchmarks), whose process CPU says nothing about one node.
+    measure: bool = True
 
 
 @dataclass(frozen=True)
@@ -64,10 +67,13 @@ class CapacityEstimator:
     _base_cpu: float | None = None  # CPU share with no children (decoding, playout, …)
 
     def __post_init__(self) -> None:
-        self.slots = self._clamp(INITIAL_SLOTS)
+        start = INITIAL_SLOTS if self.policy.measure else (self.policy.max_slots or INITIAL_SLOTS)
+        self.slots = self._clamp(start)
 
     def update(self, sample: Sample) -> int:
         """Take a sample; returns the slots to advertise now."""
+        if not self.policy.measure:
+            return self.slots
         last, self._last = self._last, sample
         if last is None or sample.now_ms - last.now_ms < MIN_SAMPLE_MS:
             if last is not None:

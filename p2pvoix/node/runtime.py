@@ -35,12 +35,22 @@ from p2pvoix.errors import P2pvoixError, Rejected, RejectionCounter
 from p2pvoix.identity.store import Identity
 from p2pvoix.node.bridge import Portal
 from p2pvoix.node.config import NodeConfig
-from p2pvoix.node.p2p import BadMultiaddr, P2PConfig, P2PNode, PeerConnected, RequestFailed
+from p2pvoix.node.p2p import (
+    BadMultiaddr,
+    P2PConfig,
+    P2PNode,
+    PeerConnected,
+    ProtocolUnsupported,
+    RequestFailed,
+    RequestTimeout,
+)
 from p2pvoix.node.tasks import TaskSet
 
 logger = logging.getLogger(__name__)
 
 ROOMS_TOPIC = "/p2pvoix/rooms/1"
+PING_PROTOCOL = "/p2pvoix/ping/1.0.0"
+REQUEST_RETRY_DELAYS_S = (0.05, 0.25)
 RoomHandler = Callable[[str, bytes], Awaitable[bytes]]  # (peer id, payload) -> reply
 Announcer = Callable[[int, bool], Announcement]  # (now ms, ended) -> a freshly signed record
 
@@ -125,6 +135,7 @@ class Node:
                 exchange.PROTOCOL, self._serve_directory, max_request=64,
                 max_response=exchange.MAX_REPLY,
             )
+            self.p2p.set_request_handler(PING_PROTOCOL, _pong, max_request=8, max_response=8)
             await self.p2p.start(P2PConfig(listen=self.config.listen))
             await self.p2p.subscribe(ROOMS_TOPIC, self._gossip_validate, self._on_gossip)
             self._tasks.spawn(self._watch_peers(), "peers")
@@ -256,6 +267,16 @@ class Node:
             self.rejections.count(exc.reason)
             return None
 
+    async def ping(self, peer_id: str, timeout: float = 1.0) -> bool:
+        """Whether ``peer_id`` answers now (over a connection that is already up or can be made)."""
+        try:
+            reply = await asyncio.wait_for(
+                self.p2p.request(peer_id, PING_PROTOCOL, b"\x01", timeout=timeout,
+                                 max_response=8), timeout)
+        except (P2pvoixError, TimeoutError):
+            return False
+        return reply == b"\x01"
+
     async def connect(self, contact: Contact, timeout: float = 5.0) -> bool:
         """Dial ``contact`` unless connected already; False if no address answered."""
         if contact.peer_id in self.p2p.connected_peers():
@@ -280,9 +301,25 @@ class Node:
     async def room_request(
         self, peer_id: str, protocol: str, room: bytes, payload: bytes, timeout: float = 10.0
     ) -> bytes:
-        return await self.p2p.request(
-            peer_id, protocol, room + payload, timeout=timeout, max_response=2 * 1024 * 1024
-        )
+        """One room-scoped request; a stream that fails while it is being negotiated is retried.
+
+        py-libp2p 0.8.1 sometimes closes a new stream during protocol negotiation when several
+        streams open at once on a fresh connection ("fail to read from multiselect
+        communicator"); the same request a moment later succeeds.
+        """
+        for delay in (*REQUEST_RETRY_DELAYS_S, None):
+            try:
+                return await self.p2p.request(
+                    peer_id, protocol, room + payload, timeout=timeout,
+                    max_response=2 * 1024 * 1024,
+                )
+            except (RequestTimeout, ProtocolUnsupported):
+                raise
+            except RequestFailed:
+                if delay is None:
+                    raise
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
 
     async def _dispatch(self, protocol: str, peer: str, data: bytes) -> bytes:
         handler = self._room_handlers.get(protocol, {}).get(data[:PUBLIC_KEY_SIZE])
@@ -448,6 +485,10 @@ class Node:
             await self._dial_any(addrs, timeout=5.0)
         finally:
             self._dialing.discard(peer_id)
+
+
+async def _pong(peer_id: str, data: bytes) -> bytes:
+    return data[:1]
 
 
 def _contact(announcement: Announcement) -> Contact:

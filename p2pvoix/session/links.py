@@ -31,7 +31,8 @@ from p2pvoix.session.signalling import Answer, Offer
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_S = 0.25
-DEAD_AFTER_S = 1.5
+RTP_OVERHEAD = 12 + 10 + 8 + 20  # RTP header, SRTP tag, UDP, IPv4: bytes on the wire per frame
+DEAD_AFTER_S = 1.2  # ~5 heartbeats: unambiguous, and leaves room for a tree repair in < 2 s
 CONNECT_TIMEOUT_S = 10.0
 
 # (peer id, request payload) -> response payload; the node's room request in production, a
@@ -58,6 +59,7 @@ class Link:
     heartbeats: int = 0
     closing: bool = False
     frames_in: int = field(default=0)
+    bytes_out: int = 0
 
     @property
     def id(self) -> str:
@@ -96,6 +98,7 @@ class LinkManager:
         self._ids: dict[str, Link] = {}  # the same links by peer ID, for the per-frame path
         self._connecting: dict[PublicKey, asyncio.Task[bool]] = {}
         self._tasks = TaskSet("links")
+        self._closed_bytes = 0  # bytes of child links already closed, so the counter only grows
         self._closed = False
 
     # ---- queries ----
@@ -109,6 +112,11 @@ class LinkManager:
 
     def connecting(self, peer: PublicKey) -> bool:
         return peer in self._connecting
+
+    def child_bytes_sent(self) -> int:
+        """Bytes sent so far on links where we feed a child (for the capacity estimate)."""
+        return sum(link.bytes_out for link in self._links.values()
+                   if not link.initiator and link.role_asked == "child") + self._closed_bytes
 
     def statistics(self) -> dict[str, object]:
         return {
@@ -124,6 +132,7 @@ class LinkManager:
         if link is not None and link.up:
             link.rtc.send(data)
             link.last_sent = self._clock()
+            link.bytes_out += len(data) + RTP_OVERHEAD
 
     def _by_id(self, peer_id: str) -> Link | None:
         return self._ids.get(peer_id)
@@ -139,8 +148,11 @@ class LinkManager:
 
     # ---- opening links ----
 
-    def connect(self, peer: PublicKey, role: str) -> asyncio.Task[bool]:
-        """Open a link to ``peer`` in the background (once); the task's result says if it is up."""
+    def connect(self, peer: PublicKey, role: str) -> asyncio.Task[bool] | None:
+        """Open a link to ``peer`` in the background (once); the task's result says if it is up.
+        None once the manager is closing: a leaving node opens nothing."""
+        if self._closed:
+            return None
         task = self._connecting.get(peer)
         if task is None:
             task = self._tasks.spawn(self._connect(peer, role), f"link to {peer.peer_id[-6:]}")
@@ -283,6 +295,8 @@ class LinkManager:
                 link.rtc.send(wire.encode_bye())
                 await asyncio.sleep(0.02)  # let the bye leave before DTLS close_notify
         self._unregister(link)
+        if not link.initiator and link.role_asked == "child":
+            self._closed_bytes += link.bytes_out
         was_up = link.up
         link.up = False
         await link.rtc.close()

@@ -1,8 +1,16 @@
 """The media plane of one room session: audio engine, forwarding rules and media links, kept in
-step with the room state.
+step with the room state and the relay plan.
 
-Mesh topology (this module's default): every listener keeps one link to each stage member, and
-stage members keep links among themselves; each speaker sends its own voice on all of its links.
+Stage members (speakers and moderators) always keep links among themselves. The audience then
+follows the room's topology:
+
+- **mesh**: every listener keeps one link to each stage member, and each speaker sends its own
+  voice on all of its links (small rooms, and the comparison in the benchmarks);
+- **tree**: every listener keeps one link, to the parent its signed assignment names; stage
+  members and relays forward every speaker to their children. A planned move connects to the new
+  parent before leaving the old one; a parent that dies is replaced at once by the backup parent
+  the assignment already named, while the sequencer is told.
+
 Whatever the topology, every frame passes the ``Forwarder``, which plays and forwards only what
 the room state allows to be heard.
 """
@@ -58,6 +66,7 @@ class AudioSettings:
     sink: SinkSpec = NoneSpec()
     record: Path | None = None
     bitrate: int = 32_000
+    playout: bool = True  # False: a relay that forwards but never decodes (p2pvoix relay)
 
 
 class MediaPlane:
@@ -83,6 +92,11 @@ class MediaPlane:
         self._state: RoomState | None = None
         self._present: set[PublicKey] = set()
         self._heard: set[PublicKey] = set()
+        self._playout = audio.playout
+        self.slots = 0  # children this node accepts (advertised in its presence)
+        self._parent: PublicKey | None = None  # tree: the parent my assignment names
+        self._backup: PublicKey | None = None
+        self.on_parent_lost: Callable[[PublicKey], None] = lambda parent: None
         self.forwarder = Forwarder(self.me, room, mode)
         self.links = LinkManager(
             room=room, key=key, rtc_config=rtc_config, transport=transport,
@@ -121,6 +135,14 @@ class MediaPlane:
         self.engine.muted = self.me not in audible
         self._refresh_links()
 
+    def set_plan(self, topology: str, parent: PublicKey | None, backup: PublicKey | None) -> None:
+        """Follow the relay plan: the topology, and (in a tree) my parent and backup parent."""
+        self.mode = Mode.TREE if topology == "tree" else Mode.MESH
+        self.forwarder.mode = self.mode
+        self._parent, self._backup = parent, backup
+        self._refresh_links()
+        self.reconcile()
+
     def reconcile(self) -> None:
         """Open the links this node should have and close the ones it should not."""
         state = self._state
@@ -134,14 +156,28 @@ class MediaPlane:
                 continue
             if self.links.connecting(peer):
                 continue
-            # Listeners dial the stage; between two stage members the smaller key dials.
-            if not i_am_on_stage:
-                self.links.connect(peer, "listen")
-            elif self.me.raw < peer.raw:
+            # Between two stage members the smaller key dials; in a mesh listeners dial the stage.
+            if i_am_on_stage and self.me.raw < peer.raw:
                 self.links.connect(peer, "stage")
+            elif not i_am_on_stage and self.mode is Mode.MESH:
+                self.links.connect(peer, "listen")
+        if self.mode is Mode.TREE and not i_am_on_stage:
+            self._follow_parent(current)
         for peer in current:
             if self._role_for(peer) is None or state.role_of(peer).value == "banned":
                 self._tasks.spawn(self.links.close(peer, "not needed"), "close link")
+
+    def _follow_parent(self, current: dict) -> None:  # type: ignore[type-arg]
+        """Dial my assigned parent; once it is up, leave any previous parent (make-before-break)."""
+        parent = self._parent
+        if parent is None or parent == self.me:
+            return
+        if parent not in current and not self.links.connecting(parent):
+            self.links.connect(parent, "child")
+        if self.links.is_up(parent):
+            for peer, link in current.items():
+                if peer != parent and link.initiator and link.role_asked == "child":
+                    self._tasks.spawn(self.links.close(peer, "moved"), "leave old parent")
 
     def handle_offer(self, peer_id: str, payload: bytes):  # type: ignore[no-untyped-def]
         return self.links.handle_offer(peer_id, payload)
@@ -179,11 +215,23 @@ class MediaPlane:
         peer_stage = state.role_of(peer) in STAGE
         if me_stage and peer_stage:
             return LinkRole.STAGE
+        link = self.links.links().get(peer)
+        if link is not None and link.role_asked == "child":
+            # A tree link: whoever dialed asked to be fed.
+            return LinkRole.PARENT if link.initiator else LinkRole.CHILD
         if me_stage:
             return LinkRole.CHILD
         if peer_stage:
             return LinkRole.PARENT
         return None
+
+    @property
+    def parent(self) -> PublicKey | None:
+        return self._parent
+
+    def children(self) -> int:
+        return sum(1 for link in self.links.links().values()
+                   if not link.initiator and link.role_asked == "child")
 
     def _refresh_links(self) -> None:
         infos = {}
@@ -201,6 +249,10 @@ class MediaPlane:
             return "the room has ended"
         if peer in state.banned:
             return "you are banned from this room"
+        if role == "child":
+            if self.children() >= self.slots:
+                return f"no free relay slot ({self.slots} in use)"
+            return None
         if self._role_for(peer) is None:
             return "neither of us is on stage"
         return None
@@ -213,6 +265,11 @@ class MediaPlane:
         self._refresh_links()
         self.engine.remove_stream(peer.peer_id)
         self._emit(LinkDown(peer, reason))
+        if self.mode is Mode.TREE and peer == self._parent and reason not in ("moved", "leaving"):
+            # Repair starts here, before the sequencer hears of it: the backup is already known.
+            self._parent, self._backup = self._backup, None
+            self.on_parent_lost(peer)
+            self.reconcile()
 
     def _on_captured(self, seq: int, packet: bytes, level_dbov: float) -> None:
         frame = wire.AudioFrame(
@@ -227,7 +284,9 @@ class MediaPlane:
     def _run(self, actions: list) -> None:  # type: ignore[type-arg]
         for action in actions:
             if isinstance(action, Play):
-                self.engine.deliver(action.speaker.peer_id, action.frame.seq, action.frame.opus)
+                if self._playout:
+                    self.engine.deliver(action.speaker.peer_id, action.frame.seq,
+                                        action.frame.opus)
                 if action.speaker not in self._heard:
                     self._heard.add(action.speaker)
                     self._emit(FirstAudio(action.speaker))

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,7 @@ from p2pvoix.crypto.keys import PublicKey, SigningKey
 from p2pvoix.crypto.roomkey import RoomKey
 from p2pvoix.directory.records import Announcement, announce, dht_key
 from p2pvoix.errors import P2pvoixError, Rejected, RejectionCounter
+from p2pvoix.mesh.capacity import CapacityEstimator, CapacityPolicy, Sample
 from p2pvoix.mesh.forwarding import Mode
 from p2pvoix.mesh.rtc import RtcConfig
 from p2pvoix.node.runtime import Contact, Node, RoomNotFound
@@ -42,8 +44,9 @@ from p2pvoix.room import (
     sign_action,
     stage,
 )
-from p2pvoix.room.state import STAFF, Role
+from p2pvoix.room.state import STAFF, STAGE, Role
 from p2pvoix.room.wire import ACTION, CHECKPOINT, ENTRY
+from p2pvoix.session import plan as planning
 from p2pvoix.session import signalling, submit, sync
 from p2pvoix.session.events import ActionRefused, Joined, Left, Notice, SessionEvent
 from p2pvoix.session.media import AudioSettings, MediaPlane
@@ -54,10 +57,15 @@ from p2pvoix.session.presence import (
     sign_presence,
     verify_presence,
 )
+from p2pvoix.session.relay import Participant, TreeCoordinator
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_EVERY = 100  # entries between two checkpoints signed by the owner's node
+REBALANCE_EVERY_S = 5.0  # the sequencer improves the tree this often
+PLAN_RETRY_S = 3.0  # a listener without an assignment asks again this often
+PROBE_TIMEOUT_S = 0.7  # a parent reported dead must answer a ping within this to stay
+CAPACITY_SAMPLE_S = 2.0
 SEQUENCER_SILENT_MS = 15_000  # no presence from the sequencer for this long: it is gone
 ACT_TIMEOUT_S = 5.0
 
@@ -99,8 +107,9 @@ class RoomSession:
         audio: AudioSettings,
         room_key: SigningKey | None = None,
         rtc_config: RtcConfig | None = None,
-        mode: Mode = Mode.MESH,
+        topology: str = "tree",
         signal_transport: Callable[..., Any] | None = None,
+        capacity: CapacityPolicy | None = None,
     ) -> None:
         self.node = node
         self.log = log
@@ -120,12 +129,22 @@ class RoomSession:
         self._closed = asyncio.Event()
         self._checkpointed_seq = 0
         self._closer: asyncio.Task[Left] | None = None
+        self.topology = topology  # the sequencer's choice; followers learn it from plans
+        self.plan = planning.MyPlan(self.me)
+        self.plan.topology = topology
+        self.coordinator: TreeCoordinator | None = None
+        self.capacity = CapacityEstimator(capacity or _capacity_policy(node))
+        self._last_plan_request = 0.0
+        self._last_rebalance = 0.0
         transport = signal_transport or self._signal
         self.media = MediaPlane(
             room=self.room.raw, key=node.identity.key, audio=audio,
             rtc_config=rtc_config or default_rtc_config(node), transport=transport,
-            emit=self._emit, mode=mode, wall_ms=node.now_ms,
+            emit=self._emit, mode=Mode.TREE if topology == "tree" else Mode.MESH,
+            wall_ms=node.now_ms,
         )
+        self.media.slots = self.capacity.slots
+        self.media.on_parent_lost = self._parent_lost
 
     # ---- opening ----
 
@@ -167,11 +186,16 @@ class RoomSession:
         node.set_room_handler(sync.PROTOCOL, self.room.raw, self._serve_sync)
         node.set_room_handler(submit.PROTOCOL, self.room.raw, self._serve_submit)
         node.set_room_handler(signalling.PROTOCOL, self.room.raw, self.media.handle_offer)
+        node.set_room_handler(planning.PROTOCOL, self.room.raw, self._serve_plan)
         await node.p2p.subscribe(self.topic, self._validate_gossip, self._on_gossip)
         self.media.start()
+        self._update_coordinator()
         self._update_media()
         self._tasks.spawn(self._presence_loop(), "presence")
         self._tasks.spawn(self._maintenance_loop(), "maintenance")
+        self._tasks.spawn(self._capacity_loop(), "capacity")
+        if not self.sequencer.active:
+            self._tasks.spawn(self._ask_for_plan(), "first plan request")
         self._emit(Joined(self.room, self.log.state.title, self.role.value))
 
     # ---- what the user can do ----
@@ -206,21 +230,25 @@ class RoomSession:
             await self._closed.wait()
             return self._left
         self._left = Left(reason, detail)
-        if reason == "leave" and self.me == self.log.state.owner and not self.log.state.ended:
-            with contextlib.suppress(P2pvoixError, TimeoutError):
-                await asyncio.wait_for(self.act(Op.END_ROOM), 3)
-        with contextlib.suppress(P2pvoixError):
-            presence = sign_presence(self.node.identity.key, self.room.raw, name=self.name,
-                                     now_ms=self.node.now_ms(), here=False)
-            await self.node.p2p.publish(self.topic, presence.envelope.encoded)
-        if self.room_key is not None:
-            await self.node.stop_hosting(self.room)
-        await self._tasks.close()
-        await self.media.stop()
-        with contextlib.suppress(P2pvoixError):
-            await self.node.p2p.unsubscribe(self.topic)
-        for protocol in (sync.PROTOCOL, submit.PROTOCOL, signalling.PROTOCOL):
-            self.node.set_room_handler(protocol, self.room.raw, None)
+        try:
+            if reason == "leave" and self.me == self.log.state.owner and not self.log.state.ended:
+                with contextlib.suppress(P2pvoixError, TimeoutError):
+                    await asyncio.wait_for(self.act(Op.END_ROOM), 3)
+            with contextlib.suppress(P2pvoixError):
+                presence = sign_presence(self.node.identity.key, self.room.raw, name=self.name,
+                                         now_ms=self.node.now_ms(), here=False)
+                await self.node.p2p.publish(self.topic, presence.envelope.encoded)
+            if self.room_key is not None:
+                await self.node.stop_hosting(self.room)
+        finally:
+            # However the goodbyes went, release everything this session started.
+            await self._tasks.close()
+            await self.media.stop()
+            with contextlib.suppress(P2pvoixError):
+                await self.node.p2p.unsubscribe(self.topic)
+            for protocol in (sync.PROTOCOL, submit.PROTOCOL, signalling.PROTOCOL,
+                             planning.PROTOCOL):
+                self.node.set_room_handler(protocol, self.room.raw, None)
         self._emit(self._left)
         self._closed.set()
         return self._left
@@ -238,26 +266,32 @@ class RoomSession:
             "present": len(self.roster),
             "rejected": {**self.rejections.statistics(), **self.log.rejections.statistics()},
             "media": self.media.statistics(),
+            "topology": self.plan.topology,
+            "parent": self.plan.assignment.parent.peer_id
+            if self.plan.assignment and self.plan.assignment.parent else None,
+            "slots": self.media.slots,
+            "plan": self.coordinator.statistics() if self.coordinator else None,
         }
 
     # ---- the room topic ----
 
     def _validate_gossip(self, data: bytes, origin: str) -> bool:
         """Signature-level check in the trio thread; the log and roster judge the rest."""
-        open_envelope(data, (ENTRY, ACTION, CHECKPOINT, PRESENCE), room=self.room.raw)
+        open_envelope(data, _TOPIC_KINDS, room=self.room.raw)
         return True
 
     async def _on_gossip(self, data: bytes, origin: str) -> None:
         if self._left is not None:
             return  # leaving: the media plane is closing and must not open new links
         try:
-            kind = open_envelope(data, (ENTRY, ACTION, CHECKPOINT, PRESENCE),
-                                 room=self.room.raw).kind
+            kind = open_envelope(data, _TOPIC_KINDS, room=self.room.raw).kind
         except EnvelopeError as exc:
             self.rejections.count(exc.reason)
             return
         if kind == PRESENCE.name:
             self._on_presence(data)
+        elif kind == planning.PLAN.name:
+            self._on_plan(data)
         elif kind == ACTION.name:
             if self.sequencer.active:
                 self._sequence(data)
@@ -283,6 +317,104 @@ class RoomSession:
             self._emit(event)
         if events:
             self._update_media()
+
+    # ---- relay plans ----
+
+    def _on_plan(self, data: bytes) -> None:
+        try:
+            plan = planning.verify_plan(data, self.room.raw, self.log.state.sequencer)
+        except (Rejected, EnvelopeError) as exc:
+            self.rejections.count(exc.reason)
+            return
+        self._follow(plan)
+
+    def _follow(self, plan: planning.Plan) -> None:
+        changed = self.plan.take(plan)
+        if changed is not None or self.media.mode.value != plan.topology:
+            mine = self.plan.assignment
+            self.media.set_plan(plan.topology, mine.parent if mine else None,
+                                mine.backup if mine else None)
+            if mine is not None and mine.backup is not None and self._left is None:
+                # Dial the backup now, so that failing over costs no libp2p handshake.
+                self._tasks.spawn(self._ensure_connected(mine.backup), "dial backup parent")
+
+    async def _ask_for_plan(self, lost: PublicKey | None = None) -> None:
+        """Ask the sequencer for my assignment now (joining, or my parent died)."""
+        self._last_plan_request = asyncio.get_running_loop().time()
+        sequencer = self.log.state.sequencer
+        if sequencer == self.me:
+            return
+        request = planning.encode_request(self._my_presence().envelope.encoded, lost)
+        try:
+            await self._ensure_connected(sequencer)
+            reply = await self.node.room_request(sequencer.peer_id, planning.PROTOCOL,
+                                                 self.room.raw, request, timeout=5)
+            self._follow(planning.verify_plan(reply, self.room.raw, self.log.state.sequencer))
+        except (Rejected, EnvelopeError) as exc:
+            self.rejections.count(exc.reason)
+        except (P2pvoixError, TimeoutError) as exc:
+            logger.info("plan request to %s failed: %s", sequencer.peer_id, exc)
+
+    async def _serve_plan(self, peer_id: str, payload: bytes) -> bytes:
+        if self.coordinator is None:
+            raise Rejected("not-sequencer", "ask the room's sequencer")
+        presence_bytes, lost = planning.decode_request(payload)
+        presence = verify_presence(presence_bytes, self.room.raw, self.node.now_ms())
+        if presence.identity.peer_id != peer_id:
+            raise Rejected("plan-not-the-peer", "presence signed by someone else")
+        for event in self.roster.update(presence):
+            self._emit(event)
+        person = self._participant(presence.identity, presence.relay_slots, presence.reach,
+                                   presence.time_ms)
+        if lost is not None and self.coordinator.is_parent_of(lost, presence.identity):
+            if not await self.node.ping(lost.peer_id, timeout=PROBE_TIMEOUT_S):
+                self.coordinator.evict(lost, self.node.now_ms())
+        return self.coordinator.request(presence.identity, person, self.node.now_ms()).encoded
+
+    def _parent_lost(self, parent: PublicKey) -> None:
+        if self._left is None:
+            self._tasks.spawn(self._ask_for_plan(lost=parent), "repair: ask for a parent")
+
+    def _participant(self, who: PublicKey, slots: int, reach: str, seen_ms: int = 0
+                     ) -> Participant:
+        return Participant(slots=slots, reach=reach, stage=self.log.state.role_of(who) in STAGE,
+                           seen_ms=seen_ms)
+
+    def _update_coordinator(self) -> None:
+        """Run the planner while, and only while, this node sequences the room."""
+        state = self.log.state
+        if not self.sequencer.active or state.ended:
+            self.coordinator = None
+            return
+        if self.coordinator is None or self.coordinator.epoch != state.epoch:
+            self.coordinator = TreeCoordinator(
+                self.node.identity.key, self.room.raw, state.epoch,
+                publish=lambda data: self._tasks.spawn(self._publish(data), "publish plan"),
+                topology=self.plan.topology,
+            )
+        people = {p.identity: self._participant(p.identity, p.relay_slots, p.reach, p.time_ms)
+                  for p in self.roster.present()}
+        people[self.me] = self._participant(self.me, self.media.slots, "unknown")
+        self.coordinator.sync(people)
+        now = asyncio.get_running_loop().time()
+        rebalance = now - self._last_rebalance >= REBALANCE_EVERY_S
+        if rebalance:
+            self._last_rebalance = now
+        plan = self.coordinator.flush(self.node.now_ms(), rebalance=rebalance)
+        if plan is not None:
+            self._follow(plan)
+
+    async def _capacity_loop(self) -> None:
+        """Measure what relaying costs this node and advertise the slots it can afford."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(CAPACITY_SAMPLE_S)
+            sample = Sample(int(loop.time() * 1000), time.process_time(),
+                            self.media.links.child_bytes_sent(), self.media.children())
+            slots = self.capacity.update(sample)
+            if slots != self.media.slots:
+                self.media.slots = slots
+                await self._publish(self._my_presence().envelope.encoded)
 
     # ---- sequencing ----
 
@@ -407,7 +539,8 @@ class RoomSession:
 
     def _my_presence(self):  # type: ignore[no-untyped-def]
         return sign_presence(self.node.identity.key, self.room.raw, name=self.name,
-                             now_ms=self.node.now_ms(), addrs=tuple(self.node.addrs()[:8]))
+                             now_ms=self.node.now_ms(), addrs=tuple(self.node.addrs()[:8]),
+                             relay_slots=self.media.slots)
 
     async def _presence_loop(self) -> None:
         # A newcomer's first records may precede its gossip mesh: repeat them soon, then rarely.
@@ -427,6 +560,12 @@ class RoomSession:
             self._update_media()
             await self._catch_up()
             self._maybe_take_over(now)
+            self._update_coordinator()
+            idle = asyncio.get_running_loop().time() - self._last_plan_request
+            if (self.coordinator is None and self.plan.topology == "tree"
+                    and self.role not in STAGE and idle >= PLAN_RETRY_S
+                    and not self.media.links.is_up(self.media.parent or self.me)):
+                await self._ask_for_plan()
 
     def _maybe_take_over(self, now: int) -> None:
         state = self.log.state
@@ -462,7 +601,8 @@ class RoomSession:
     async def _ensure_connected(self, peer: PublicKey) -> None:
         presence = self.roster.get(peer)
         addrs = presence.addrs if presence is not None else ()
-        await self.node.connect(Contact(peer.peer_id, addrs))
+        with contextlib.suppress(P2pvoixError, TimeoutError):
+            await self.node.connect(Contact(peer.peer_id, addrs))
 
     def _emit(self, event: Any) -> None:
         with contextlib.suppress(asyncio.QueueFull):
@@ -502,6 +642,13 @@ async def _sync(node: Node, room: PublicKey, peer_id: str) -> tuple[RoomLog, tup
         if not reply.more or not reply.entries:
             return log, presence
         after = log.state.head
+
+
+_TOPIC_KINDS = (ENTRY, ACTION, CHECKPOINT, PRESENCE, planning.PLAN)
+
+
+def _capacity_policy(node: Node) -> CapacityPolicy:
+    return CapacityPolicy(relay=node.config.relay, max_slots=node.config.relay_slots)
 
 
 def default_rtc_config(node: Node) -> RtcConfig:

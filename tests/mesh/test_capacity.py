@@ -71,3 +71,9 @@ def test_never_negative_never_above_the_cap(steps, cap):
         now, cpu, sent = now + dt, cpu + dcpu, sent + dsent
         slots = estimator.update(Sample(now, cpu, sent, children, loss))
         assert 0 <= slots <= (cap if cap is not None else 200)
+
+
+def test_unmeasured_policy_advertises_the_cap_as_given():
+    node = Node(CapacityEstimator(CapacityPolicy(max_slots=12, measure=False)))
+    assert node.estimator.slots == 12
+    assert node.run(10, children=12, cpu_per_child=0.5)[-1] == 12

@@ -1,0 +1,162 @@
+"""Relay-tree assignments: who feeds whom, signed by the room's sequencer (docs/protocol/relay.md).
+
+The sequencer runs the planner (``mesh/planner.py``) and publishes what changed as ``room.plan``
+envelopes on the room topic; a node asks the sequencer directly for its own assignment when it
+joins or loses its parent (``PROTOCOL``). Each entry carries the plan version that set it, so a
+node keeps the newest entry about itself whatever order gossip delivers plans in. A plan is valid
+only if signed by the identity the receiver's room state names as sequencer: a former moderator
+or a relay cannot redirect listeners.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from p2pvoix.crypto import cbor
+from p2pvoix.crypto.envelope import KindSpec, open_envelope, seal
+from p2pvoix.crypto.errors import EnvelopeError
+from p2pvoix.crypto.keys import PublicKey, SigningKey
+from p2pvoix.crypto.schema import Bytes, Int, ListOf, OneOf, Schema
+from p2pvoix.errors import Rejected
+
+PROTOCOL = "/p2pvoix/plan/1.0.0"
+MAX_ENTRIES = 512
+TOPOLOGIES = ("mesh", "tree")
+
+_ENTRY = Schema(
+    required={"who": Bytes(size=32), "v": Int()},
+    optional={"parent": Bytes(size=32), "backup": Bytes(size=32), "depth": Int(max=64)},
+)
+PLAN = KindSpec(
+    name="room.plan",
+    body=Schema(required={
+        "topology": OneOf(TOPOLOGIES),
+        "epoch": Int(),
+        "entries": ListOf(_ENTRY, max=MAX_ENTRIES),
+    }),
+    room=True,
+    time=True,
+    seq=True,  # the plan version: entries carry the version that last set them
+    max_size=MAX_ENTRIES * 120 + 512,
+)
+
+
+class PlanReason:
+    NOT_SEQUENCER = "plan-not-sequencer"
+    MALFORMED = "plan-malformed"
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """Where ``who`` gets its audio: ``parent`` None means a root (a stage node) or unattached."""
+
+    who: PublicKey
+    version: int
+    parent: PublicKey | None
+    backup: PublicKey | None
+    depth: int | None
+
+
+@dataclass(frozen=True)
+class Plan:
+    signer: PublicKey
+    topology: str
+    epoch: int
+    version: int
+    entries: tuple[Assignment, ...]
+    encoded: bytes
+
+
+def sign_plan(key: SigningKey, room: bytes, *, topology: str, epoch: int, version: int,
+              entries: list[Assignment], now_ms: int) -> Plan:
+    body = {
+        "topology": topology,
+        "epoch": epoch,
+        "entries": [_entry_wire(entry) for entry in entries[:MAX_ENTRIES]],
+    }
+    return _plan(seal(PLAN, key, body, room=room, time=now_ms, seq=version))
+
+
+def verify_plan(data: bytes, room: bytes, sequencer: PublicKey) -> Plan:
+    """Check a plan against the room state's current sequencer; raises Rejected/EnvelopeError."""
+    plan = _plan(open_envelope(data, PLAN, room=room))
+    if plan.signer != sequencer:
+        raise Rejected(PlanReason.NOT_SEQUENCER, f"signed by {plan.signer.peer_id}")
+    return plan
+
+
+def encode_request(presence: bytes, lost_parent: PublicKey | None = None) -> bytes:
+    """Ask for my assignment, showing my current presence (slots, reach); name a dead parent."""
+    value: dict[str, Any] = {"v": 1, "presence": presence}
+    if lost_parent is not None:
+        value["lost"] = lost_parent.raw
+    return cbor.encode(value)
+
+
+def decode_request(data: bytes) -> tuple[bytes, PublicKey | None]:
+    try:
+        value = cbor.decode(data, max_size=4096)
+    except EnvelopeError as exc:
+        raise Rejected(PlanReason.MALFORMED, exc.reason) from None
+    if not isinstance(value, dict) or value.get("v") != 1 or set(value) - {"v", "presence", "lost"}:
+        raise Rejected(PlanReason.MALFORMED, "fields")
+    presence, lost = value.get("presence"), value.get("lost")
+    if not isinstance(presence, bytes) or (lost is not None and
+                                           (not isinstance(lost, bytes) or len(lost) != 32)):
+        raise Rejected(PlanReason.MALFORMED, "presence or lost")
+    return presence, PublicKey(lost) if lost is not None else None
+
+
+class MyPlan:
+    """One node's view of the plan: the newest assignment about itself, and the topology."""
+
+    def __init__(self, me: PublicKey) -> None:
+        self.me = me
+        self.topology = "mesh"
+        self.assignment: Assignment | None = None
+        self._epoch = -1
+        self._version = -1
+
+    def take(self, plan: Plan) -> Assignment | None:
+        """Apply a verified plan; returns my assignment if it changed."""
+        if (plan.epoch, plan.version) >= (self._epoch, self._version):
+            self.topology = plan.topology
+        for entry in plan.entries:
+            if entry.who != self.me:
+                continue
+            key = (plan.epoch, entry.version)
+            if key > (self._epoch, self._version):
+                self._epoch, self._version = key
+                changed = self.assignment is None or (
+                    (entry.parent, entry.backup) != (self.assignment.parent,
+                                                     self.assignment.backup))
+                self.assignment = entry
+                return entry if changed else None
+        return None
+
+
+def _entry_wire(entry: Assignment) -> dict[str, Any]:
+    value: dict[str, Any] = {"who": entry.who.raw, "v": entry.version}
+    if entry.parent is not None:
+        value["parent"] = entry.parent.raw
+    if entry.backup is not None:
+        value["backup"] = entry.backup.raw
+    if entry.depth is not None:
+        value["depth"] = entry.depth
+    return value
+
+
+def _plan(envelope) -> Plan:  # type: ignore[no-untyped-def]
+    body = envelope.body
+    entries = tuple(
+        Assignment(
+            who=PublicKey(item["who"]), version=item["v"],
+            parent=PublicKey(item["parent"]) if "parent" in item else None,
+            backup=PublicKey(item["backup"]) if "backup" in item else None,
+            depth=item.get("depth"),
+        )
+        for item in body["entries"]
+    )
+    return Plan(envelope.signer, body["topology"], body["epoch"], envelope.seq or 0, entries,
+                envelope.encoded)

@@ -1,0 +1,146 @@
+"""The sequencer's half of relay trees: the planner kept in step with the room, as signed plans.
+
+Only the node that sequences the room's log runs a ``TreeCoordinator``. It feeds the planner the
+room as it is — who is present (roster), with how many slots and which reachability (their
+presence), who is on stage (the log) — and turns every ``PlanChange`` into assignments that it
+signs and publishes (``session/plan.py``). A node asking for its own assignment is planned at
+once, so a joiner does not wait for gossip. A child reporting its parent dead makes the planner
+drop that parent (the parent re-enters with its next presence if it was alive after all), and its
+orphans move to their backups, where they are already reconnecting. A report alone proves
+nothing (a child that froze was timed out by its parent and then "lost" it): the session evicts a
+reported parent only if it also fails to answer a direct probe, and never evicts a stage member.
+
+Pure apart from ``publish``, which the session gives it; ``now_ms`` is an argument.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from p2pvoix.crypto.keys import PublicKey, SigningKey
+from p2pvoix.mesh.planner import Member, PlanChange, Planner
+from p2pvoix.session.plan import Assignment, Plan, sign_plan
+
+REBALANCE_MOVES = 8  # per flush: depth improves steadily without churning the tree
+
+
+@dataclass(frozen=True)
+class Participant:
+    """What the coordinator needs to know of one present participant."""
+
+    slots: int
+    reach: str
+    stage: bool
+    seen_ms: int = 0  # time of the presence this comes from
+
+
+class TreeCoordinator:
+    """Plans the audience tree of one room while this node sequences it."""
+
+    def __init__(self, key: SigningKey, room: bytes, epoch: int,
+                 publish: Callable[[bytes], None], topology: str = "tree") -> None:
+        self.key = key
+        self.room = room
+        self.epoch = epoch
+        self.topology = topology
+        self._publish = publish
+        self.planner = Planner()
+        self._version = 0
+        self._pending: dict[PublicKey, Assignment] = {}
+        self._current: dict[PublicKey, Assignment] = {}
+        # Parents a child reported dead: kept out of the plan until they show a newer presence
+        # (a node that vanished stays in the roster until its presence expires, 30 s later).
+        self._suspects: dict[PublicKey, int] = {}
+
+    def sync(self, participants: Mapping[PublicKey, Participant]) -> None:
+        """Bring the planner to ``participants``: joins, departures, slot and stage changes."""
+        for who, since in list(self._suspects.items()):
+            if who not in participants or participants[who].seen_ms > since:
+                del self._suspects[who]  # gone for good, or alive after all
+        participants = {who: p for who, p in participants.items() if who not in self._suspects}
+        planned = {PublicKey(node): node for node in [m.id for m in self.planner.members()]}
+        for who in list(planned):
+            if who not in participants:
+                self._apply(self.planner.leave(who.raw))
+        for who, person in sorted(participants.items(), key=lambda item: item[0].raw):
+            self._ensure(who, person)
+
+    def is_parent_of(self, parent: PublicKey, child: PublicKey) -> bool:
+        return (child.raw in self.planner and parent.raw in self.planner
+                and not self.planner.member(parent.raw).stage
+                and self.planner.parent_of(child.raw) == parent.raw)
+
+    def evict(self, parent: PublicKey, now_ms: int) -> None:
+        """A parent was reported dead and did not answer a probe: out of the plan until it shows
+        a newer presence; its children move (to their backups first)."""
+        if parent.raw in self.planner and not self.planner.member(parent.raw).stage:
+            self._suspects[parent] = now_ms
+            self._apply(self.planner.leave(parent.raw))
+
+    def request(self, who: PublicKey, person: Participant, now_ms: int) -> Plan:
+        """Answer a node asking for its assignment (planning it now if needed)."""
+        self._ensure(who, person)
+        self.flush(now_ms)
+        assignment = self._current.get(who) or self._assignment(who)
+        return sign_plan(self.key, self.room, topology=self.topology, epoch=self.epoch,
+                         version=self._version, entries=[assignment], now_ms=now_ms)
+
+    def flush(self, now_ms: int, rebalance: bool = False) -> Plan | None:
+        """Sign and publish what changed since the last flush (and rebalance a little)."""
+        if rebalance:
+            self._apply(self.planner.rebalance(REBALANCE_MOVES))
+        if not self._pending:
+            return None
+        self._version += 1
+        entries = [
+            Assignment(who, self._version, a.parent, a.backup, a.depth)
+            for who, a in sorted(self._pending.items(), key=lambda item: item[0].raw)
+        ]
+        self._pending.clear()
+        plan = None
+        for start in range(0, len(entries), 256):  # bounded message size
+            plan = sign_plan(self.key, self.room, topology=self.topology, epoch=self.epoch,
+                             version=self._version, entries=entries[start:start + 256],
+                             now_ms=now_ms)
+            self._publish(plan.encoded)
+        for entry in entries:
+            self._current[entry.who] = entry
+        return plan
+
+    def statistics(self) -> dict[str, object]:
+        return {"version": self._version, **self.planner.statistics()}
+
+    # ---- internals ----
+
+    def _ensure(self, who: PublicKey, person: Participant) -> None:
+        node = who.raw
+        if node not in self.planner:
+            self._apply(self.planner.join(Member(node, person.slots, person.reach, person.stage)))
+            return
+        member = self.planner.member(node)
+        if member.stage != person.stage:
+            self._apply(self.planner.set_stage(node, person.stage))
+        if member.slots != person.slots:
+            self._apply(self.planner.set_slots(node, person.slots))
+
+    def _apply(self, change: PlanChange) -> None:
+        for assignment in change.assignments:
+            who = PublicKey(assignment.member)
+            self._pending[who] = self._assignment(who)
+        for node in change.removed:
+            who = PublicKey(node)
+            self._pending.pop(who, None)
+            self._current.pop(who, None)
+
+    def _assignment(self, who: PublicKey) -> Assignment:
+        node = who.raw
+        if node not in self.planner:
+            return Assignment(who, self._version, None, None, None)
+        parent, backup = self.planner.parent_of(node), self.planner.backup_of(node)
+        return Assignment(
+            who, self._version,
+            PublicKey(parent) if parent is not None else None,
+            PublicKey(backup) if backup is not None else None,
+            self.planner.depth_of(node),
+        )
