@@ -24,13 +24,22 @@ class PlannerCore:
         nat_needs_reachable_parent: bool = True,
         unknown_is_reachable: bool = False,
         latency: Latency | None = None,
+        hop_cost_ms: float = 25.0,
+        depth_slack: int = 1,
         window: int = 8,
     ) -> None:
-        """``latency`` breaks ties among slots of equal depth, looking at ``window`` of them."""
+        """Without ``latency``, a member takes the shallowest free slot. With it, a slot costs
+        its path delay from the stage plus ``hop_cost_ms`` per level, and a member may go up to
+        ``depth_slack`` levels deeper than the shallowest free slot when that costs less: one
+        more relay adds little delay (0.2 ms and its serialisation) but one more node that can
+        fail, while a needless intercontinental hop adds 100 ms or more. ``window`` slots per
+        zone and level are compared."""
         self.nat_needs_reachable_parent = nat_needs_reachable_parent
         reachable = {"public", "unknown"} if unknown_is_reachable else {"public"}
-        self.tree = Tree(frozenset(reachable))
+        self.tree = Tree(frozenset(reachable), latency)
         self.latency = latency
+        self.hop_cost_ms = hop_cost_ms
+        self.depth_slack = depth_slack if latency is not None else 0
         self.window = max(1, window)
         self._moves: list[Move] = []
         self._no_backup: set[Id] = set()
@@ -70,10 +79,15 @@ class PlannerCore:
                 if tree.members[other].slots >= slots:
                     break
                 above = tree.parent[other]
-                if self.may_feed(node, above) and self.may_feed(other, node):
-                    self._move(other, node)
-                    self._move(node, above)
-                    return
+                if not (self.may_feed(node, above) and self.may_feed(other, node)):
+                    continue
+                if self.latency is not None and (
+                    self.latency(node, other) > self.latency(above, other) + self.hop_cost_ms
+                ):
+                    continue  # the member pushed down would hear from much further away
+                self._move(other, node)
+                self._move(node, above)
+                return
 
     def _splice_in(self, node: Id) -> bool:
         """No free slot outside ``node``'s subtree: it takes an attached member's place.
@@ -146,14 +160,18 @@ class PlannerCore:
         then lowest id. Nodes in ``exclude``'s subtree and ``node`` itself never qualify."""
         tree = self.tree
         needs_reachable = self._needs_reachable(node)
-        depths = sorted({depth for depth, _ in index.buckets()})
-        for depth in depths:
-            if max_depth is not None and depth > max_depth:
-                return None
-            found: list[Id] = []
-            for reachable in (True,) if needs_reachable else (False, True):
+        levels: dict[int, list] = {}
+        for bucket in index.buckets():
+            if bucket[1] or not needs_reachable:
+                levels.setdefault(bucket[0], []).append(bucket)
+        found: list[Id] = []
+        last: int | None = None
+        for depth in sorted(levels):
+            if (max_depth is not None and depth > max_depth) or (last is not None and depth > last):
+                break
+            for bucket in levels[depth]:  # every zone's first few, so the nearest can be found
                 count = 0
-                for *_, other in index.entries((depth, reachable)):
+                for *_, other in index.entries(bucket):
                     if other == node or (exclude is not None and tree.in_subtree(other, exclude)):
                         continue
                     if accept is not None and not accept(other):
@@ -162,14 +180,35 @@ class PlannerCore:
                     count += 1
                     if count >= self.window:
                         break
-            if found:
-                return min(found, key=lambda other: self._rank(node, other))
-        return None
+            if found and last is None:
+                last = depth + self.depth_slack
+        return min(found, key=lambda other: self._rank(node, other)) if found else None
 
     def _rank(self, node: Id, other: Id) -> tuple:
         keep_for_nat = self.tree.reachable(other) and not self._needs_reachable(node)
-        near = self.latency(node, other) if self.latency is not None else 0.0
-        return (keep_for_nat, near, other)
+        return (self._cost_below(node, other), keep_for_nat, other)
+
+    def _cost_below(self, node: Id, parent: Id) -> float:
+        """What hanging ``node`` below ``parent`` costs: its depth, and its path delay if known."""
+        depth = self.tree.depth[parent] + 1
+        if self.latency is None:
+            return depth
+        return self._delay_below(node, parent) + self.hop_cost_ms * depth
+
+    def _cost(self, node: Id) -> float:
+        """What ``node``'s place costs now, in the units of ``_cost_below``."""
+        depth = self.tree.depth[node]
+        return depth if self.latency is None else self.tree.delay[node] + self.hop_cost_ms * depth
+
+    def _total_cost(self) -> float:
+        """Σ of every attached member's cost: no rebalancing step may raise it."""
+        return self.tree.delay_sum + self.hop_cost_ms * self.tree.depth_sum
+
+    def _delay_below(self, node: Id, parent: Id) -> float:
+        """One-way ms from the stage to ``node`` if ``parent`` fed it (0 without latencies)."""
+        if self.latency is None:
+            return 0.0
+        return self.tree.delay.get(parent, 0.0) + self.latency(parent, node)
 
     def _slot_ok(self, node: Id, parent: Id) -> bool:
         """May ``node`` (with its subtree) move below ``parent`` right now?"""
@@ -217,13 +256,24 @@ class PlannerCore:
                 self._no_backup.discard(node)
                 continue
             backup = tree.backup[node]
-            if backup is None or not self._backup_ok(node, backup):
+            if backup is None or not self._backup_ok(node, backup) or self._overbooked(node):
                 backup = self._find_backup(node)
                 tree.set_backup(node, backup)
             if backup is None:
                 self._no_backup.add(node)
             else:
                 self._no_backup.discard(node)
+
+    def _overbooked(self, node: Id) -> bool:
+        """Is ``node`` among the members its backup can no longer all take? Those that named it
+        last, beyond its free slots, choose again now — one or two per filled slot rather than
+        all at once when the last slot goes — unless no slot anywhere is still unpromised."""
+        tree = self.tree
+        backup = tree.backup[node]
+        users, free = tree.users[backup], tree.free_slots(backup)
+        if len(users) <= free or not tree.spare.buckets():
+            return False
+        return node in list(users)[free:]
 
     # -- bookkeeping ---------------------------------------------------------------------------
 

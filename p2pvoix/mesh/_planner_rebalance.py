@@ -2,19 +2,23 @@
 
 Joins and departures place members greedily and never move bystanders, so over time a member with
 many slots can end up deep (its slots grew, or it joined when the shallow levels were full) and free
-slots can open near the stage (a relay left). Two kinds of step repair that:
+slots can open near the stage (a relay left). Three kinds of step repair that:
 
 - **lift**: a member at depth ≥ f + 2, where f is the depth of the shallowest free slot, moves (with
   its subtree) into that slot — the one with the most slots first, as shallow slots are worth most
   to relays;
 - **swap**: a member X with more slots than a shallower member Y takes Y's place and Y's children;
   Y takes X's place and whichever of X's children X has no room left for. Only X and Y change depth
-  (X's kept children rise with it); everyone else keeps theirs.
+  (X's kept children rise with it); everyone else keeps theirs;
+- **closer** (only with latencies): a member far from the stage moves to a nearer parent at its
+  depth or above, saving at least ``CLOSER_GAIN_MS`` of path delay plus hop cost.
 
-Both strictly lower Φ = Σ depth × (slots + 1), so rebalancing always ends. When neither applies,
-no free slot lies two levels above the deepest member and each level's members have at least as
-many slots as any deeper member's: that is the greedy full tree, whose depth is the least possible
-(``optimal_depth``). A swap of two full nodes is a rotation, so the sequencer parks one member in a
+Lifts and swaps strictly lower Φ = Σ depth × (slots + 1) and, with latencies, may not raise the
+total cost (path delays plus hop costs); "closer" moves do not raise Φ and lower that cost. Every
+step lowers (Φ, cost) lexicographically, so rebalancing always ends. Without the NAT rule and
+latencies, when no lift or swap applies, no free slot lies two levels above the deepest member and
+each level's members have at least as many slots as any deeper member's: that is the greedy full
+tree, whose depth is the least possible (``optimal_depth``; the tests check it). A swap of two full nodes is a rotation, so the sequencer parks one member in a
 spare free slot while the others pass — first moving a childless member into the free slots when
 none lies outside the member to park; each step connects to a parent that has a free slot at that
 moment, so no cap is ever exceeded, even transiently. What cannot be rotated that way is left as
@@ -32,13 +36,16 @@ if TYPE_CHECKING:
     from p2pvoix.mesh.planner import Planner
 
 LIFT_TRIES = 16  # candidates examined per lift; beyond these the NAT rule blocks them all anyway
-SWAP_TRIES = 8  # level pairs examined per swap
+SWAP_TRIES = 12  # pairs examined per swap
+SWAP_WIDTH = 3  # weakest and strongest members per level that pairs are made from
+CLOSER_GAIN_MS = 10.0  # a latency move must save at least this much
+CLOSER_TRIES = 8  # members examined per latency move allowed by the budget
 
 
 def rebalance(planner: Planner, budget: int) -> None:
     used = 0
     while used < budget:
-        spent = _lift(planner) or _swap(planner, budget - used)
+        spent = _lift(planner) or _swap(planner, budget - used) or _closer(planner, budget - used)
         if not spent:
             return
         used += spent
@@ -46,7 +53,7 @@ def rebalance(planner: Planner, budget: int) -> None:
 
 def _lift(planner: Planner) -> int:
     tree = planner.tree
-    free_depths = sorted({depth for depth, _ in tree.free.buckets()})
+    free_depths = sorted({bucket[0] for bucket in tree.free.buckets()})
     if not free_depths:
         return 0
     floor = free_depths[0] + 2
@@ -60,35 +67,63 @@ def _lift(planner: Planner) -> int:
         slot = planner._best_slot(
             node, tree.free, exclude=node, max_depth=tree.depth[node] - 2
         )
-        if slot is not None:
+        # With latencies, rising must not cost more distance than the levels it saves.
+        if slot is not None and planner._cost_below(node, slot) < planner._cost(node):
             planner._move(node, slot)
             return 1
     return 0
 
 
+def _closer(planner: Planner, remaining: int) -> int:
+    """With latencies: members furthest from the stage move to a nearer parent at their depth or
+    above (so Φ does not rise and the total cost falls): one pass, at most ``remaining`` moves."""
+    tree = planner.tree
+    if planner.latency is None:
+        return 0
+    audience = [n for n in tree.depth if not tree.members[n].stage]
+    audience.sort(key=lambda n: (-tree.delay[n], n))
+    moved = 0
+    for node in audience[: CLOSER_TRIES * remaining]:
+        if moved >= remaining:
+            break
+        parent = tree.parent[node]
+        slot = planner._best_slot(node, tree.free, exclude=node, max_depth=tree.depth[parent])
+        if slot is None or slot == parent:
+            continue
+        if planner._cost_below(node, slot) + CLOSER_GAIN_MS <= planner._cost(node):
+            planner._move(node, slot)
+            moved += 1
+    return moved
+
+
 def _swap(planner: Planner, remaining: int) -> int:
     tree = planner.tree
     levels = tree.ranks.buckets()
-    strongest = {depth: tree.ranks.entries(depth)[0][-1] for depth in levels}
-    weakest = {depth: tree.ranks.entries(depth)[-1][-1] for depth in levels}
+    strongest = {depth: tree.ranks.entries(depth)[:SWAP_WIDTH] for depth in levels}
+    weakest = {depth: tree.ranks.entries(depth)[-SWAP_WIDTH:] for depth in levels}
     pairs = []
     for high in levels:
         for low in levels:
-            gap = low - high
-            strong, weak = strongest[low], weakest[high]
-            surplus = tree.members[strong].slots - tree.members[weak].slots
-            if gap > 0 and surplus > 0:
-                pairs.append((-surplus * gap, high, low, strong, weak))
+            if low <= high:
+                continue
+            for *_, strong in strongest[low]:
+                for *_, weak in weakest[high]:
+                    surplus = tree.members[strong].slots - tree.members[weak].slots
+                    if surplus > 0:
+                        # Most gain first; at equal gain, members in separate subtrees (the
+                        # cheaper rotation), then id order.
+                        below = tree.in_subtree(strong, weak)
+                        pairs.append((-surplus * (low - high), below, strong, weak))
     for *_, strong, weak in sorted(pairs)[:SWAP_TRIES]:
         targets = _swap_targets(planner, strong, weak)
         if targets is None:
             continue
-        mark, phi = len(planner._moves), tree.phi
+        mark, phi, cost = len(planner._moves), tree.phi, planner._total_cost()
         # Below ``weak``, ``strong`` must first leave its subtree; beside it, ``weak`` steps aside.
         below = planner.tree.in_subtree(strong, weak)
         done = _sequence(planner, targets, park_first=(strong, weak) if below else (weak, strong))
         spent = len(planner._moves) - mark
-        if done and spent <= remaining and tree.phi < phi:
+        if done and spent <= remaining and tree.phi < phi and planner._total_cost() <= cost:
             return spent
         _rollback(planner, mark)
     return 0
@@ -121,6 +156,7 @@ def _sequence(planner: Planner, targets: dict[Id, Id], park_first: tuple[Id, ...
     tree = planner.tree
     pending = {node: parent for node, parent in sorted(targets.items()) if tree.parent[node] != parent}
     parked: set[Id] = set()
+    borrowers: list[Id] = []  # childless members moved aside into a claimed slot
     for _ in range(4 * len(pending) + 4):
         if not pending:
             return True
@@ -136,6 +172,8 @@ def _sequence(planner: Planner, targets: dict[Id, Id], park_first: tuple[Id, ...
                 tree.in_subtree(slot, p) for p in pending
             )
 
+        if _give_back(planner, borrowers, pending, spare):
+            continue
         order = [n for n in park_first if n in pending] + sorted(set(pending) - set(park_first))
         for node in order:
             if node in parked:
@@ -144,7 +182,7 @@ def _sequence(planner: Planner, targets: dict[Id, Id], park_first: tuple[Id, ...
             if slot is None:
                 slot = planner._best_slot(node, tree.free, exclude=node)
             if slot is None:
-                slot = _make_room(planner, node, pending)
+                slot = _make_room(planner, node, pending, borrowers)
             if slot is not None:
                 planner._move(node, slot)
                 parked.add(node)
@@ -155,7 +193,23 @@ def _sequence(planner: Planner, targets: dict[Id, Id], park_first: tuple[Id, ...
     return not pending
 
 
-def _make_room(planner: Planner, node: Id, pending: dict[Id, Id]) -> Id | None:
+def _give_back(planner: Planner, borrowers: list[Id], pending: dict[Id, Id], spare) -> bool:
+    """Move one borrower out of a slot a pending member waits for, into a spare one."""
+    tree = planner.tree
+    for leaf in borrowers:
+        above = tree.parent[leaf]
+        if _unclaimed(tree, above, pending, ignore=1):
+            continue
+        slot = planner._best_slot(leaf, tree.free, exclude=leaf, accept=spare)
+        if slot is not None:
+            planner._move(leaf, slot)
+            return True
+    return False
+
+
+def _make_room(
+    planner: Planner, node: Id, pending: dict[Id, Id], borrowers: list[Id]
+) -> Id | None:
     """Free a slot outside ``node``'s subtree by moving one childless member elsewhere (into
     ``node``'s subtree, typically: that is where the free slots are when none is outside)."""
     tree = planner.tree
@@ -172,8 +226,12 @@ def _make_room(planner: Planner, node: Id, pending: dict[Id, Id]) -> Id | None:
             slot = planner._best_slot(
                 leaf, tree.free, exclude=leaf,
                 accept=lambda s, above=above: s != above and _unclaimed(tree, s, pending),
+            ) or planner._best_slot(  # borrowing a claimed slot: the leaf gives it back later
+                leaf, tree.free, exclude=leaf, accept=lambda s, above=above: s != above
             )
             if slot is not None:
+                if not _unclaimed(tree, slot, pending):
+                    borrowers.append(leaf)
                 planner._move(leaf, slot)
                 return above
             tried += 1
@@ -182,9 +240,11 @@ def _make_room(planner: Planner, node: Id, pending: dict[Id, Id]) -> Id | None:
     return None
 
 
-def _unclaimed(tree, slot: Id, pending: dict[Id, Id]) -> bool:
-    """Does ``slot`` have a free slot beyond those the pending members are waiting for?"""
-    return tree.free_slots(slot) > sum(1 for parent in pending.values() if parent == slot)
+def _unclaimed(tree, slot: Id, pending: dict[Id, Id], ignore: int = 0) -> bool:
+    """Does ``slot`` have a free slot beyond those the pending members are waiting for?
+    (``ignore``: count that many of its taken slots as free, e.g. the caller's own.)"""
+    claims = sum(1 for parent in pending.values() if parent == slot)
+    return tree.free_slots(slot) + ignore > claims
 
 
 def _rollback(planner: Planner, mark: int) -> None:

@@ -15,7 +15,7 @@ bytes or int): every tie is broken by id order, so two planners fed the same cal
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 
 Id = Hashable
@@ -30,6 +30,12 @@ class Member:
     slots: int = 0
     reach: str = "unknown"  # "public", "nat" or "unknown", as the node measured it
     stage: bool = False
+    zone: Hashable = None  # members of one zone (a region, say) are near one another
+
+    @property
+    def zone_key(self) -> tuple:
+        """Sortable whatever the zones are: None first, then zones in their own order."""
+        return (0, "") if self.zone is None else (1, self.zone)
 
     def __post_init__(self) -> None:
         if not isinstance(self.slots, int) or self.slots < 0:
@@ -86,22 +92,28 @@ class Buckets:
 class Tree:
     """Parent links, depths, backups and search indices of one room's relay tree."""
 
-    def __init__(self, reachable_reach: frozenset[str]) -> None:
+    def __init__(
+        self, reachable_reach: frozenset[str], latency: Callable[[Id, Id], float] | None = None
+    ) -> None:
         self.members: dict[Id, Member] = {}
         self.parent: dict[Id, Id | None] = {}
         self.children: dict[Id, dict[Id, None]] = {}  # insertion-ordered sets
         self.depth: dict[Id, int] = {}  # attached members only; stage nodes are 0
+        self.delay: dict[Id, float] = {}  # one-way ms from the stage node down to here, if known
         self.backup: dict[Id, Id | None] = {}
-        self.users: dict[Id, set[Id]] = {}  # backup -> members that name it
+        self.users: dict[Id, dict[Id, None]] = {}  # backup -> members naming it, in that order
         self.loose: set[Id] = set()  # audience members without a parent
-        self.free = Buckets()  # attached nodes with a free slot: (depth, reachable) -> (id,)
+        self.free = Buckets()  # attached nodes with a free slot: (depth, reachable, zone) -> id
         self.spare = Buckets()  # ... whose free slots outnumber the members naming them backup
         self.leaves = Buckets()  # childless attached audience: depth -> (slots, id)
         self.ranks = Buckets()  # attached audience: depth -> (-slots, id)
         self.dirty: set[Id] = set()  # members whose backup must be checked again
         self.before: dict[Id, tuple | None] = {}  # assignments as they were before this operation
         self.phi = 0  # Σ depth × (slots + 1) over attached members: rebalancing only lowers it
+        self.depth_sum = 0  # Σ depth over attached members
+        self.delay_sum = 0.0  # Σ delay over attached members
         self._reachable_reach = reachable_reach
+        self._latency = latency
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -159,7 +171,7 @@ class Tree:
         self.parent[member.id] = None
         self.children[member.id] = {}
         self.backup[member.id] = None
-        self.users[member.id] = set()
+        self.users[member.id] = {}
         if member.stage:
             self.set_depths(member.id, 0)
         else:
@@ -171,7 +183,7 @@ class Tree:
         assert self.parent[node] is None and not self.children[node]
         self.note(node)
         self.set_backup(node, None)
-        self.dirty |= self.users[node]
+        self.dirty.update(self.users[node])
         for user in self.users.pop(node):
             self.note(user)
             self.backup[user] = None
@@ -179,7 +191,7 @@ class Tree:
             index.discard(node)
         self.loose.discard(node)
         self.dirty.discard(node)
-        for table in (self.members, self.parent, self.children, self.depth, self.backup):
+        for table in (self.members, self.parent, self.children, self.depth, self.delay, self.backup):
             table.pop(node, None)
 
     def link(self, child: Id, parent: Id) -> None:
@@ -236,37 +248,46 @@ class Tree:
             return
         self.note(node)
         if old is not None and old in self.users:
-            self.users[old].discard(node)
+            self.users[old].pop(node, None)
             self._index_spare(old)
         self.backup[node] = backup
         if backup is not None:
-            self.users[backup].add(node)
+            self.users[backup][node] = None
             self._index_spare(backup)
 
     def set_depths(self, top: Id, depth: int | None) -> None:
         """Give ``top`` the depth ``depth`` (None: not attached) and its subtree the ones below."""
-        stack = [(top, depth)]
+        latency, above = self._latency, self.parent.get(top)
+        start = 0.0
+        if latency is not None and depth and above is not None:
+            start = self.delay.get(above, 0.0) + latency(above, top)
+        stack = [(top, depth, start)]
         while stack:
-            node, d = stack.pop()
+            node, d, delay = stack.pop()
             self.phi += ((d or 0) - self.depth.get(node, 0)) * (self.members[node].slots + 1)
+            self.depth_sum += (d or 0) - self.depth.get(node, 0)
+            self.delay_sum += (delay if d is not None else 0.0) - self.delay.get(node, 0.0)
             if d is None:
                 self.depth.pop(node, None)
+                self.delay.pop(node, None)
             else:
                 self.depth[node] = d
+                self.delay[node] = delay
             self.reindex(node)
             self.dirty.add(node)
             below = None if d is None else d + 1
-            stack.extend((child, below) for child in self.children[node])
+            for child in self.children[node]:
+                stack.append((child, below, delay + latency(node, child) if latency else 0.0))
 
     def reindex(self, node: Id) -> None:
         """File ``node`` in the search indices after its slots, children or depth changed."""
         member, depth = self.members[node], self.depth.get(node)
         # Its free slots or its position changed, so the members naming it backup must look again.
-        self.dirty |= self.users[node]
+        self.dirty.update(self.users[node])
         if depth is None or self.free_slots(node) <= 0:
             self.free.discard(node)
         else:
-            self.free.put(node, (depth, self.reachable(node)), ())
+            self.free.put(node, (depth, self.reachable(node), member.zone_key), ())
         self._index_spare(node)
         if depth is None or member.stage:
             self.leaves.discard(node)
@@ -281,6 +302,6 @@ class Tree:
     def _index_spare(self, node: Id) -> None:
         depth = self.depth.get(node)
         if depth is not None and self.free_slots(node) > len(self.users[node]):
-            self.spare.put(node, (depth, self.reachable(node)), ())
+            self.spare.put(node, (depth, self.reachable(node), self.members[node].zone_key), ())
         else:
             self.spare.discard(node)

@@ -18,7 +18,13 @@ Rules the planner keeps after every call (``tests/mesh/test_planner.py`` checks 
   is exact: everyone is attached iff the stage has a slot and all slots together ≥ the audience.
 - Depth is kept small: a member takes the shallowest free slot; a joining relay takes the place of
   a shallower childless member with fewer slots (which then hangs below it), so high-slot nodes
-  drift towards the roots. ``rebalance`` finishes the job with a bounded number of moves.
+  drift towards the roots. ``rebalance`` finishes the job with a bounded number of moves; run
+  to the end, it reaches the least possible depth whenever members can be rotated without a
+  cap being exceeded (``_planner_rebalance``).
+- Distance, when a ``latency`` function is given: among slots at the shallowest level (and up to
+  ``depth_slack`` levels deeper) a member takes the one with the least path delay from the stage
+  plus ``hop_cost_ms`` per level, comparing a few candidates from every ``Member.zone`` (so one
+  region's listeners cluster below one another instead of criss-crossing continents).
 - Stability: a join moves at most one other member; a departure moves only the departed node's
   own children (each keeps its subtree), to its backup first — the node has already started
   connecting there — else to the shallowest free slot. Others move only when capacity is so short
@@ -27,7 +33,9 @@ Rules the planner keeps after every call (``tests/mesh/test_planner.py`` checks 
   subtree of its parent (a backup below the parent that just died would be silent too, and two
   orphans naming each other's subtrees would form a loop), NAT rule respected, preferring slots
   not yet promised to as many other members as they have free, then the shallowest. A backup is
-  re-chosen as soon as it becomes invalid, and is ``None`` only when no node qualifies.
+  re-chosen as soon as it becomes invalid, or promised to more members than it has free slots
+  (the latest promises go first), and is ``None`` only when no node qualifies. So a join changes
+  O(1) assignments: itself, perhaps one spliced member, one or two backups.
 - Deterministic: ties are broken by id order (ids are hashable and totally ordered: str, bytes,
   int), never by hash order, so two planners fed the same calls publish the same plan.
 
@@ -243,7 +251,8 @@ class Planner(PlannerCore):
         return self._finish()
 
     def rebalance(self, budget: int) -> PlanChange:
-        """Make at most ``budget`` moves that lower depth, high-slot members moving up."""
+        """Make at most ``budget`` moves that lower depth (high-slot members rise) and, with
+        latencies, bring members nearer the stage; each move is make-before-break."""
         self._begin()
         _planner_rebalance.rebalance(self, budget)
         return self._finish()

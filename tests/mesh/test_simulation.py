@@ -1,0 +1,101 @@
+"""The simulated room: deterministic for a seed, consistent with its model, pure."""
+
+import ast
+import dataclasses
+import pathlib
+import random
+
+import pytest
+
+from p2pvoix.audio.format import FRAME_MS
+from p2pvoix.mesh import simulation as sim
+from p2pvoix.mesh.capacity import UPLOAD_BUDGET
+from p2pvoix.mesh.simulation import RoomModel, simulate
+
+MESH = pathlib.Path(sim.__file__).parent
+
+
+@pytest.fixture(scope="module")
+def report():
+    return simulate(RoomModel(listeners=400), random.Random(1))
+
+
+def test_packet_and_stream_sizes_follow_the_documented_headers():
+    # 80 B of Opus at 32 kbps, then link frame 15, RTP 12, SRTP tag 10, UDP 8 and IPv4 20.
+    assert sim.PACKET_BYTES == 145
+    assert sim.STREAM_KBPS == 58.0
+    assert sim.LINK_RTTS == 9
+
+
+def test_the_same_seed_gives_the_same_room(report):
+    assert simulate(RoomModel(listeners=400), random.Random(1)) == report
+    assert simulate(RoomModel(listeners=400), random.Random(2)) != report
+
+
+def test_everyone_is_placed_within_caps_and_goals(report):
+    assert report.listeners == report.attached == 400
+    assert 1 <= report.depth_max <= sim.DEPTH_GOAL
+    assert report.depth_optimal <= report.depth_max <= report.depth_optimal + 1  # depth slack
+    assert report.relay_upload_budget_used_max <= UPLOAD_BUDGET + 1e-9
+    assert report.fanout_max * 3 * sim.STREAM_KBPS == report.relay_upload_kbps_max
+    assert report.assignments_per_join_max <= 4
+
+
+def test_latency_projection_adds_the_documented_constants(report):
+    floor = FRAME_MS + sim.LOOKAHEAD_MS + sim.ENCODE_MS + sim.PLAYOUT_MIN_MS + sim.DECODE_OUTPUT_MS
+    assert floor < report.mouth_to_ear_p50_ms <= report.mouth_to_ear_max_ms
+    assert report.mouth_to_ear_deepest_ms <= report.mouth_to_ear_max_ms
+    assert report.mouth_to_ear_max_ms <= sim.MOUTH_TO_EAR_GOAL_MS
+    # Propagation is reported apart; speakers are in FR, MA and US, listeners as far as AU.
+    assert 140 <= report.propagation_max_ms < 500
+
+
+def test_repair_after_relays_die(report):
+    assert report.failed_relays == round(report.relays * 0.10) > 0
+    assert report.affected >= report.orphans > 0
+    assert report.unattached_after_failure == 0
+    assert sim.DETECT_MS < report.repair_ms_p50 <= report.repair_ms_p95 <= report.repair_ms_max
+    assert 0.5 <= report.repaired_at_backup <= 1.0
+
+
+def test_join_time_counts_the_round_trips_and_the_mesh_comparison_scales(report):
+    assert report.join_round_trips == sim.LIBP2P_CONNECT_RTTS + sim.REQUEST_RTTS + sim.LINK_RTTS
+    nearest = min(sim.ONE_WAY_MS.values()) * 2
+    assert report.join_ms_p50 >= report.join_round_trips * nearest + sim.AIORTC_SETUP_MS
+    assert report.mesh_speaker_upload_kbps == 400 * sim.STREAM_KBPS
+    assert report.mesh_speaker_packets_per_s == 400 * 50
+
+
+def test_planner_work_is_measured_only_with_a_timer(report):
+    assert report.planner_join_ms_mean is None and report.planner_rebalance_ms is None
+    ticks = iter(range(10**6))
+    timed = simulate(RoomModel(listeners=50), random.Random(1), timer=lambda: next(ticks) / 1000)
+    assert timed.planner_join_ms_mean == 1.0  # one tick of the fake clock per join
+    assert timed.planner_rebalance_ms == 1.0
+
+
+def test_slow_uplinks_make_a_deeper_tree_but_no_cap_is_exceeded():
+    slow = simulate(RoomModel(listeners=400, upload_median_mbps=0.6), random.Random(3))
+    fast = simulate(RoomModel(listeners=400), random.Random(3))
+    assert slow.depth_max > fast.depth_max and slow.relays > fast.relays
+    assert slow.attached == 400 and slow.relay_upload_budget_used_max <= UPLOAD_BUDGET + 1e-9
+    assert slow.mouth_to_ear_max_ms > fast.mouth_to_ear_max_ms  # slower links serialise longer
+
+
+def test_report_is_flat_and_serialisable(report):
+    for name, value in dataclasses.asdict(report).items():
+        assert value is None or isinstance(value, int | float), name
+
+
+@pytest.mark.parametrize("name", ["simulation.py", "_planner_tree.py", "_planner_place.py",
+                                  "_planner_rebalance.py"])
+def test_module_reads_no_clock_and_draws_no_randomness(name):
+    tree = ast.parse((MESH / name).read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            imported.add(node.module.split(".")[0])
+    forbidden = {"time", "os", "random", "secrets", "socket", "threading", "datetime", "asyncio"}
+    assert not imported & forbidden
