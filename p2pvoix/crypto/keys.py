@@ -8,6 +8,7 @@ from a 32-byte seed.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -47,12 +48,13 @@ class PublicKey:
             return False
         return True
 
-    @property
+    @functools.cached_property
     def peer_id(self) -> str:
-        """The libp2p peer ID in its usual base58 text form."""
+        """The libp2p peer ID in its usual base58 text form (computed once: it names audio
+        streams on the per-frame path)."""
         return _b58encode(_MULTIHASH_PREFIX + _PROTOBUF_ED25519_PREFIX + self.raw)
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
         """16 characters in four groups: short enough to read aloud, 80 bits to compare."""
         digest = hashlib.sha256(b"p2pvoix/fingerprint/v1\x00" + self.raw).digest()[:10]

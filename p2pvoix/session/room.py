@@ -356,7 +356,8 @@ class RoomSession:
             logger.info("plan request to %s failed: %s", sequencer.peer_id, exc)
 
     async def _serve_plan(self, peer_id: str, payload: bytes) -> bytes:
-        if self.coordinator is None:
+        coordinator = self.coordinator  # it may be replaced while we probe: use this one
+        if coordinator is None:
             raise Rejected("not-sequencer", "ask the room's sequencer")
         presence_bytes, lost = planning.decode_request(payload)
         presence = verify_presence(presence_bytes, self.room.raw, self.node.now_ms())
@@ -366,10 +367,10 @@ class RoomSession:
             self._emit(event)
         person = self._participant(presence.identity, presence.relay_slots, presence.reach,
                                    presence.time_ms)
-        if lost is not None and self.coordinator.is_parent_of(lost, presence.identity):
+        if lost is not None and coordinator.is_parent_of(lost, presence.identity):
             if not await self.node.ping(lost.peer_id, timeout=PROBE_TIMEOUT_S):
-                self.coordinator.evict(lost, self.node.now_ms())
-        return self.coordinator.request(presence.identity, person, self.node.now_ms()).encoded
+                coordinator.evict(lost, self.node.now_ms())
+        return coordinator.request(presence.identity, person, self.node.now_ms()).encoded
 
     def _parent_lost(self, parent: PublicKey) -> None:
         if self._left is None:
