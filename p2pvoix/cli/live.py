@@ -58,6 +58,7 @@ class LiveConfig:
     tags: tuple[str, ...] = ()
     language: str = "und"
     room_key: RoomKey | None = None  # join
+    topology: str = "tree"
     notices: tuple[str, ...] = field(default=())
 
 
@@ -83,11 +84,15 @@ def _audio_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--topic", "tags", multiple=True, metavar="T", help="A topic tag (up to 5).")
 @click.option("--lang", "language", default=None, metavar="L",
               help="The room's language, e.g. fr, ar-MA (default: from your locale).")
+@click.option("--topology", type=click.Choice(["tree", "mesh"]), default="tree",
+              show_default=True,
+              help="tree: listeners hang from relays (any size); mesh: every speaker sends to "
+                   "every listener (small rooms).")
 @_audio_options
 @network_options
-def host_command(title: str, tags: tuple[str, ...], language: str | None, source: str | None,
-                 sink: str | None, record: Path | None, as_json: bool, duration: float | None,
-                 **options: Any) -> None:
+def host_command(title: str, tags: tuple[str, ...], language: str | None, topology: str,
+                 source: str | None, sink: str | None, record: Path | None, as_json: bool,
+                 duration: float | None, **options: Any) -> None:
     """Open a room called TITLE, with you as owner and speaker, until Ctrl-C ends it."""
     if len(tags) > 5:
         raise click.BadParameter("at most 5 topics", param_hint="--topic")
@@ -95,7 +100,7 @@ def host_command(title: str, tags: tuple[str, ...], language: str | None, source
     config = LiveConfig(
         node=node_config(options.pop("home"), **options), audio=audio, json=as_json,
         duration=duration, title=title, tags=tags, language=language or locale_language(),
-        notices=notices,
+        notices=notices, topology=topology,
     )
     sys.exit(asyncio.run(run_live(config)))
 
@@ -215,7 +220,8 @@ async def run_live(config: LiveConfig) -> int:
         started = time.monotonic()
         if config.room_key is None:
             session = await RoomSession.host(node, title=config.title, tags=config.tags,
-                                             language=config.language, audio=config.audio)
+                                             language=config.language, audio=config.audio,
+                                             topology=config.topology)
             key = share_key(session.room, node)
             out.emit({"type": "room_opened", "key": RoomKey(session.room).text(),
                       "join_key": key.text(), "title": config.title},

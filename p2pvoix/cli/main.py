@@ -11,6 +11,7 @@ from p2pvoix.cli.common import run
 from p2pvoix.cli.discovery import node_command, rooms_command
 from p2pvoix.cli.identity import id_command
 from p2pvoix.cli.live import devices_command, host_command, join_command
+from p2pvoix.cli.relay import relay_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,7 +25,7 @@ def cli() -> None:
 
 
 for command in (id_command, host_command, join_command, rooms_command, node_command,
-                devices_command):
+                relay_command, devices_command):
     cli.add_command(command)
 
 

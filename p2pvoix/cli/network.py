@@ -41,6 +41,12 @@ def _network_options(func: F, lan_toggle: bool) -> F:
                      help="A STUN server for NAT traversal (none unless you give one)."),
         click.option("--turn", "turn", multiple=True, metavar="URL",
                      help="A TURN server, turn:USER:PASSWORD@HOST:PORT (none unless given)."),
+        click.option("--relay-slots", "relay_slots", type=click.IntRange(0, 1000),
+                     metavar="N", help="Relay to at most N listeners (default: measured)."),
+        click.option("--no-relay", "no_relay", is_flag=True,
+                     help="Never relay audio for others."),
+        click.option("--upload-kbps", "upload_kbps", type=click.FloatRange(min=1),
+                     metavar="KBPS", help="Your upload rate, if you know it (bounds relaying)."),
         home_option,
     ]
     for option in reversed(options):
@@ -57,11 +63,15 @@ def node_config(
     interfaces: tuple[str, ...] = (),
     stun: tuple[str, ...] = (),
     turn: tuple[str, ...] = (),
+    relay_slots: int | None = None,
+    no_relay: bool = False,
+    upload_kbps: float | None = None,
     **extra: Any,
 ) -> NodeConfig:
     return build_config(
         resolve_home(home), bootstrap=bootstrap, listen=listen, lan=lan, interfaces=interfaces,
-        stun=stun, turn=tuple(parse_turn(url) for url in turn), **extra,
+        stun=stun, turn=tuple(parse_turn(url) for url in turn), relay_slots=relay_slots,
+        relay=False if no_relay else None, upload_kbps=upload_kbps, **extra,
     )
 
 

@@ -65,8 +65,8 @@ from libp2p.kad_dht.common import ALPHA, QUERY_TIMEOUT
 from libp2p.network.config import ConnectionConfig
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import InvalidAddrError, info_from_p2p_addr
-from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
 from libp2p.pubsub import utils as libp2p_pubsub_utils
+from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.pubsub.rpc_queue import OutBoundQueueSize
@@ -101,6 +101,7 @@ from p2pvoix.node.p2p import (
     RequestTimeout,
     StaleRecord,
 )
+
 
 def _remember_verified_records() -> None:
     """Work-around 13: verify each distinct signed peer record once, not on every RPC."""

@@ -41,6 +41,7 @@ class NodeConfig:
     turn: tuple[TurnServer, ...] = ()
     relay_slots: int | None = None  # None: measured
     relay: bool = True
+    upload_kbps: float | None = None  # known upload rate; None: inferred from children's loss
     announce_ttl_s: float = 60.0
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -86,6 +87,10 @@ def _check_file_settings(data: dict[str, Any], path: Path) -> dict[str, Any]:
             if not isinstance(value, bool):
                 raise ConfigError(f"{path}: {key} must be true or false")
             settings[key] = value
+        elif key == "upload_kbps":
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ConfigError(f"{path}: upload_kbps must be a positive number")
+            settings[key] = float(value)
         elif key == "relay_slots":
             if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 1000:
                 raise ConfigError(f"{path}: relay_slots must be a whole number 0..1000")

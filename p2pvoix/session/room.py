@@ -68,6 +68,7 @@ PROBE_TIMEOUT_S = 0.7  # a parent reported dead must answer a ping within this t
 CAPACITY_SAMPLE_S = 2.0
 SEQUENCER_SILENT_MS = 15_000  # no presence from the sequencer for this long: it is gone
 ACT_TIMEOUT_S = 5.0
+SYNC_RETRY_PAUSES_S = (0.5, 1.0, 2.0)
 
 
 class RoomHasEnded(P2pvoixError):
@@ -612,17 +613,22 @@ class RoomSession:
 
 async def _sync_from_any(node: Node, room: PublicKey, contacts: list[Contact]
                          ) -> tuple[RoomLog, tuple[bytes, ...]]:
-    for contact in contacts:
-        if not await node.connect(contact):
-            continue
-        try:
-            return await _sync(node, room, contact.peer_id)
-        except (P2pvoixError, Rejected, EnvelopeError, RoomRejected, TimeoutError) as exc:
-            node.rejections.count(getattr(exc, "reason", type(exc).__name__))
-            logger.info("sync from %s failed: %s", contact.peer_id, exc)
-    if not contacts:
-        raise RoomNotFound()
-    raise RoomUnavailable(f"tried {len(contacts)} peer(s)")
+    """The room's verified state from the first contact that serves it; each contact is tried a
+    few times, since a busy peer may drop a new stream (and any peer may be briefly away)."""
+    for attempt, pause in enumerate(SYNC_RETRY_PAUSES_S):
+        for contact in contacts:
+            if not await node.connect(contact):
+                continue
+            try:
+                return await _sync(node, room, contact.peer_id)
+            except (P2pvoixError, Rejected, EnvelopeError, RoomRejected, TimeoutError) as exc:
+                node.rejections.count(getattr(exc, "reason", type(exc).__name__))
+                logger.info("sync from %s failed (attempt %d): %s", contact.peer_id,
+                            attempt + 1, exc)
+        if not contacts:
+            raise RoomNotFound()
+        await asyncio.sleep(pause)
+    raise RoomUnavailable(f"tried {len(contacts)} peer(s) {len(SYNC_RETRY_PAUSES_S)} times")
 
 
 async def _sync(node: Node, room: PublicKey, peer_id: str) -> tuple[RoomLog, tuple[bytes, ...]]:
@@ -649,7 +655,8 @@ _TOPIC_KINDS = (ENTRY, ACTION, CHECKPOINT, PRESENCE, planning.PLAN)
 
 
 def _capacity_policy(node: Node) -> CapacityPolicy:
-    return CapacityPolicy(relay=node.config.relay, max_slots=node.config.relay_slots)
+    return CapacityPolicy(relay=node.config.relay, max_slots=node.config.relay_slots,
+                          upload_kbps=node.config.upload_kbps)
 
 
 def default_rtc_config(node: Node) -> RtcConfig:

@@ -690,3 +690,21 @@ def test_a_node_whose_portal_stops_reports_itself_stopped_and_its_peers_gone():
                 await a.publish("t", b"x")
 
     run(test)
+
+
+def test_each_distinct_peer_record_is_verified_once_and_forgeries_still_fail(monkeypatch):
+    from libp2p.pubsub import utils
+
+    import p2pvoix.node._p2p_trio  # noqa: F401  (installs work-around 13)
+    from tests.node.test_p2p_upstream import _record_rpc, _verifications
+
+    assert getattr(utils.consume_envelope, "p2pvoix_memo", False)
+    calls = _verifications(monkeypatch)
+    host, rpc = _record_rpc()
+    for _ in range(3):
+        assert utils.maybe_consume_signed_record(rpc, host, host.get_id())
+    assert len(calls) == 1
+    forged = bytearray(rpc.senderRecord)
+    forged[-3] ^= 1
+    rpc.senderRecord = bytes(forged)
+    assert not utils.maybe_consume_signed_record(rpc, host, host.get_id())

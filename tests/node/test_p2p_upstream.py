@@ -350,3 +350,41 @@ def test_a_wildcard_listen_address_is_announced_as_it_is():
 
     announced, peer_id = trio.run(main)
     assert announced == [f"/ip4/0.0.0.0/tcp/4001/p2p/{peer_id}"]
+
+
+def _verifications(monkeypatch):
+    """Count Ed25519 signature verifications made by libp2p."""
+    from libp2p.crypto.ed25519 import Ed25519PublicKey
+
+    calls = []
+    original = Ed25519PublicKey.verify
+
+    def counting(self, data, signature):
+        calls.append(1)
+        return original(self, data, signature)
+
+    monkeypatch.setattr(Ed25519PublicKey, "verify", counting)
+    return calls
+
+
+def _record_rpc():
+    from libp2p.peer.peerstore import env_to_send_in_RPC
+
+    host = _host()
+    record, _ = env_to_send_in_RPC(host)
+    return host, rpc_pb2.RPC(senderRecord=record)
+
+
+def test_every_pubsub_rpc_verifies_the_senders_peer_record_again(monkeypatch):
+    from libp2p.peer import envelope as envelope_module
+    from libp2p.pubsub import utils
+
+    # Work-around 13 replaces the module global that maybe_consume_signed_record reads at call
+    # time; restore the stock function to pin the stock behaviour.
+    assert "consume_envelope" in utils.maybe_consume_signed_record.__code__.co_names
+    monkeypatch.setattr(utils, "consume_envelope", envelope_module.consume_envelope)
+    calls = _verifications(monkeypatch)
+    host, rpc = _record_rpc()
+    for _ in range(3):
+        assert utils.maybe_consume_signed_record(rpc, host, host.get_id())
+    assert len(calls) == 3  # the same record, verified on every RPC

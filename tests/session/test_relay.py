@@ -1,0 +1,98 @@
+"""Relay trees on loopback: one speaker, four relays and forty listeners — real nodes in five
+processes, real links — through an unpromoted sender and a relay kill."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from p2pvoix.crypto.keys import PublicKey
+from p2pvoix.crypto.roomkey import RoomKey
+from p2pvoix.mesh.capacity import CapacityPolicy
+from tests.audiotools import read_wav
+from tests.session.procrooms import NodeSpec, Worker
+from tests.session.roomlab import Lab, share_with
+
+pytestmark = [pytest.mark.async_timeout(300), pytest.mark.timeout(330)]
+
+HOST_SLOTS, RELAY_SLOTS, WORKERS, LEAVES_PER_WORKER = 4, 10, 4, 9
+
+
+async def ask(worker: Worker, command: dict, timeout: float = 60):
+    return await asyncio.to_thread(worker.call, command, timeout)
+
+
+async def test_a_room_of_forty_through_four_relays_survives_a_rogue_and_a_relay_kill(tmp_path):
+    async with Lab(tmp_path) as lab:
+        host = await lab.host("host", 440, capacity=CapacityPolicy(max_slots=HOST_SLOTS,
+                                                                   measure=False))
+        key, boot, speaker = RoomKey(host.room).text(), host.node.addrs()[0], host.me.peer_id
+        workers: list[Worker] = []
+
+        async def rows(since: float = 0.0) -> list[dict]:
+            found = []
+            for worker in workers:
+                found += await ask(worker, {"cmd": "stats", "speaker": speaker, "since": since})
+            return found
+
+        try:
+            for w in range(WORKERS):
+                specs = [NodeSpec(f"relay{w}", RELAY_SLOTS)] + [
+                    NodeSpec(f"leaf{w}.{i}", 0, str(tmp_path / f"leaf{w}.{i}.wav") if i == 0
+                             else None)
+                    for i in range(LEAVES_PER_WORKER)]
+                workers.append(Worker(key, boot, specs))
+            for worker in workers:
+                await asyncio.to_thread(worker.expect, 120)
+
+            # 1. Everyone hears the speaker, within every node's cap, two levels deep at most.
+            deadline = time.time() + 60
+            while time.time() < deadline:
+                now = await rows(time.time() - 1.0)
+                if all(r["frames_since"] >= 30 for r in now):
+                    break
+                await asyncio.sleep(1)
+            deaf = [(r["name"], r["frames_since"], (r["parent"] or "-")[-4:]) for r in now
+                    if r["frames_since"] < 30]
+            assert deaf == [], (deaf, host.coordinator.statistics())
+            assert len(now) == WORKERS * (1 + LEAVES_PER_WORKER)
+            stats = host.coordinator.statistics()
+            assert stats["attached"] == len(now) and stats["max_depth"] <= 2
+            assert host.media.children() <= HOST_SLOTS
+            assert all(r["children"] <= r["slots"] for r in now)
+            assert sum(r["forwarded"] for r in now if r["name"].startswith("relay")) > 0
+
+            # 2. An unpromoted listener sends a tone: the first node it reaches drops it.
+            rogue = (await ask(workers[0], {"cmd": "rogue", "index": 3, "hz": 1000}))["rogue"]
+            await asyncio.sleep(3)
+            now = await rows()
+            assert all(rogue not in r["other_speakers"] for r in now)
+            assert lab.logs[host].last(PublicKey.from_peer_id(rogue)) is None
+            dropped = sum(sum(r["dropped"].values()) for r in now)
+            dropped += host.media.forwarder.rejections.total()
+            assert dropped > 50
+
+            # 3. A relay dies as on SIGKILL: its children hear again within two seconds.
+            victim = next(
+                (worker, index, row) for worker in workers
+                for index, row in enumerate(await ask(worker, {"cmd": "stats",
+                                                               "speaker": speaker}))
+                if row["name"].startswith("relay") and row["children"] > 0)
+            worker, index, row = victim
+            orphans = {r["name"] for r in await rows() if r["parent"] == row["peer_id"]}
+            assert orphans
+            killed = (await ask(worker, {"cmd": "kill", "index": index}))["at"]
+            await asyncio.sleep(6)
+            after = {r["name"]: r for r in await rows(killed - 0.5)}
+            for name in orphans:
+                assert after[name]["max_gap_since"] <= 2.0, after[name]
+                assert after[name]["last"] > time.time() - 0.5, after[name]
+        finally:
+            await asyncio.gather(*(asyncio.to_thread(w.close) for w in workers))
+        # The sampled listeners' recordings hold the tone (by spectrum) apart from the edges
+        # and, for an orphan, the repair gap of at most 2 s.
+        for w in range(WORKERS):
+            pcm, _ = read_wav(tmp_path / f"leaf{w}.0.wav")
+            assert share_with(pcm, 440, 1.0, len(pcm) / 48_000 - 1.0) >= 0.85
