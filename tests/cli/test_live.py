@@ -68,14 +68,6 @@ class Proc:
             self.popen.wait(10)
 
 
-@pytest.fixture
-def procs():
-    started: list[Proc] = []
-    yield started
-    for proc in started:
-        proc.kill()
-
-
 def host(procs, tmp_path: Path, *extra: str) -> tuple[Proc, str]:
     proc = Proc(["host", "Test room", "--input", "tone:440", "--output", "none", "--json",
                  *LOOPBACK, *extra], tmp_path / "host")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 
-from tests.cli.test_live import LOOPBACK, Proc, host, join, procs  # noqa: F401 (fixture)
+from tests.cli.test_live import LOOPBACK, Proc, host, join
 
 
 def test_a_relay_process_feeds_listeners_the_host_cannot_take(procs, tmp_path):
