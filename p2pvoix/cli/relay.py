@@ -58,14 +58,15 @@ async def run_relay(config: NodeConfig, keys: list[RoomKey], max_rooms: int, as_
         sessions: dict[PublicKey, RoomSession] = {}
         try:
             while not stop.is_set():
-                wanted = [k.key for k in keys] or [
-                    listing.room for listing in node.directory.rooms(node.now_ms())]
-                for room in wanted:
+                # Given keys keep their address hints; discovered rooms are found by key.
+                wanted = keys or [RoomKey(listing.room)
+                                  for listing in node.directory.rooms(node.now_ms())]
+                for key in wanted:
+                    room = key.key
                     if room in sessions or len(sessions) >= max_rooms:
                         continue
                     try:
-                        session = await RoomSession.join(node, RoomKey(room), audio=RELAY_AUDIO,
-                                                         timeout=10)
+                        session = await RoomSession.join(node, key, audio=RELAY_AUDIO, timeout=10)
                     except P2pvoixError as exc:
                         say("error", f"! cannot relay {RoomKey(room).text()[:16]}…: "
                             f"{exc.user_message}", room=RoomKey(room).text(), message=str(exc))

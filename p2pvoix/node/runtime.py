@@ -37,6 +37,7 @@ from p2pvoix.node.bridge import Portal
 from p2pvoix.node.config import NodeConfig
 from p2pvoix.node.p2p import (
     BadMultiaddr,
+    NotRunning,
     P2PConfig,
     P2PNode,
     PeerConnected,
@@ -388,17 +389,23 @@ class Node:
                     self._tasks.spawn(self._ask_directory(event.peer_id), "directory exchange")
 
     async def _ask_directory(self, peer: str) -> None:
-        try:
-            reply = await self.p2p.request(
-                peer, exchange.PROTOCOL, exchange.REQUEST, timeout=5,
-                max_response=exchange.MAX_REPLY,
-            )
-            records = exchange.decode_reply(reply)
-        except Rejected as exc:
-            self.rejections.count(exc.reason)
-            return
-        except (TimeoutError, P2pvoixError):
-            return  # not a p2pvoix directory, or gone again: nothing to learn
+        for delay in (*REQUEST_RETRY_DELAYS_S, None):
+            try:
+                reply = await self.p2p.request(
+                    peer, exchange.PROTOCOL, exchange.REQUEST, timeout=5,
+                    max_response=exchange.MAX_REPLY,
+                )
+                records = exchange.decode_reply(reply)
+                break
+            except Rejected as exc:
+                self.rejections.count(exc.reason)
+                return
+            except (RequestTimeout, ProtocolUnsupported, NotRunning):
+                return  # not a p2pvoix directory, or gone again: nothing to learn
+            except (TimeoutError, P2pvoixError):
+                if delay is None:
+                    return
+                await asyncio.sleep(delay)  # a new stream dropped while negotiating: again
         now = self.now_ms()
         for record in records:
             self._offer_local(record, now, Source.GOSSIP)

@@ -86,21 +86,26 @@ class Lab:
         return node
 
     def audio(self, name: str, hz: int | None, record: bool = True) -> AudioSettings:
+        """A tone (or no input), and a recording of what the node hears unless ``record`` is
+        False (recording costs nothing much, but a room of forty only needs a sample)."""
         return AudioSettings(
             source=ToneSpec(hz) if hz else NoneSpec(),
             record=self.tmp / f"{name}.wav" if record else None,
         )
 
-    async def host(self, name: str = "host", hz: int | None = 440, **kw) -> RoomSession:
+    async def host(self, name: str = "host", hz: int | None = 440, record: bool = True,
+                   **kw) -> RoomSession:
         node = await self.node(name)
-        session = await RoomSession.host(node, title="Lab room", audio=self.audio(name, hz), **kw)
+        session = await RoomSession.host(node, title="Lab room",
+                                         audio=self.audio(name, hz, record), **kw)
         return self._keep(session, name)
 
-    async def join(self, name: str, hz: int | None = None, **kw) -> RoomSession:
+    async def join(self, name: str, hz: int | None = None, record: bool = True,
+                   **kw) -> RoomSession:
         node = await self.node(name)
         host = self.sessions[0]
-        session = await RoomSession.join(node, RoomKey(host.room), audio=self.audio(name, hz),
-                                         **kw)
+        session = await RoomSession.join(node, RoomKey(host.room),
+                                         audio=self.audio(name, hz, record), **kw)
         return self._keep(session, name)
 
     def _keep(self, session: RoomSession, name: str) -> RoomSession:
