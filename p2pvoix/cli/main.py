@@ -8,6 +8,7 @@ import click
 
 from p2pvoix import __version__
 from p2pvoix.cli.common import run
+from p2pvoix.cli.demo import demo_command
 from p2pvoix.cli.discovery import node_command, rooms_command
 from p2pvoix.cli.identity import id_command
 from p2pvoix.cli.live import devices_command, host_command, join_command
@@ -25,7 +26,7 @@ def cli() -> None:
 
 
 for command in (id_command, host_command, join_command, rooms_command, node_command,
-                relay_command, devices_command):
+                relay_command, devices_command, demo_command):
     cli.add_command(command)
 
 

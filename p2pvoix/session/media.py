@@ -67,6 +67,8 @@ class AudioSettings:
     record: Path | None = None
     bitrate: int = 32_000
     playout: bool = True  # False: a relay that forwards but never decodes (p2pvoix relay)
+    # A source object a program made itself (the demo's scheduled clips), instead of ``source``.
+    custom_source: Source | None = None
 
 
 class MediaPlane:
@@ -311,7 +313,10 @@ class MediaPlane:
 
 
 def _open_audio(audio: AudioSettings) -> tuple[Source | None, Sink]:
-    source = None if isinstance(audio.source, NoneSpec) else open_source(audio.source)
+    if audio.custom_source is not None:
+        source: Source | None = audio.custom_source
+    else:
+        source = None if isinstance(audio.source, NoneSpec) else open_source(audio.source)
     try:
         sink = open_sink(audio.sink)
         if audio.record is not None:

@@ -1,0 +1,263 @@
+"""The demo's room: real nodes, real links, real Opus on this machine, following a short script.
+
+Cast: Amina hosts and speaks (French), Daan is on stage (English), a dozen listeners join — two
+of them offer relay slots, so the audience hangs from a relay tree — and Youssef raises a hand
+mid-way, is invited, accepts and asks a question. Zineb is the listener whose view is shown and
+whose ears are recorded to ``demo.wav``. Every node is a full p2pvoix node with its own identity
+and libp2p host (sharing one trio thread, as the benchmarks do), on loopback only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.resources
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from p2pvoix.audio.files import FileSource
+from p2pvoix.audio.format import FRAME_SAMPLES
+from p2pvoix.crypto.keys import SigningKey
+from p2pvoix.crypto.roomkey import RoomKey
+from p2pvoix.demo.summary import ListenerReport, StreamTally, Summary
+from p2pvoix.identity.profile import Profile
+from p2pvoix.identity.store import Identity
+from p2pvoix.mesh.capacity import CapacityPolicy
+from p2pvoix.mesh.forwarding import Play
+from p2pvoix.node.bridge import Portal
+from p2pvoix.node.config import NodeConfig
+from p2pvoix.node.runtime import Node
+from p2pvoix.room import Op, hand_queue
+from p2pvoix.session.media import AudioSettings
+from p2pvoix.session.room import RoomSession
+
+LOOPBACK = ("/ip4/127.0.0.1/tcp/0",)
+LISTENER_NAMES = ["Zineb", "Youssef", "Karim", "Sofia", "Mehdi", "Lina", "Omar", "Nadia",
+                  "Bilal", "Emma", "Hamza", "Sara", "Noah", "Aya", "Rayan", "Ines"]
+RELAY_NAMES = {"Karim", "Sofia"}  # they offer relay slots: the audience hangs from them
+HOST_SLOTS, RELAY_SLOTS, LISTENER_SLOTS = 3, 5, 1
+
+# The script, in seconds after everyone has joined.
+HOST_SPEAKS = 0.5
+HAND_RAISED = 5.0
+INVITED = 9.0
+SPEAKER_SPEAKS = 13.0
+QUESTION = 26.0
+ENDS = 35.0
+
+Emit = Callable[[dict[str, Any], str | None], None]
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    listeners: int = 12
+    record: Path | None = Path("demo.wav")
+
+
+class ScheduledClip:
+    """A speech clip that starts when told to; silence before and after (a ``Source``)."""
+
+    def __init__(self, name: str) -> None:
+        self._clip = FileSource(clip_path(name))
+        self._start_at: float | None = None
+        self.spoken_frames = 0
+        self._ended = False
+
+    def start_at(self, moment: float) -> None:
+        self._start_at = moment
+
+    def read(self) -> np.ndarray | None:
+        if self._start_at is not None and time.monotonic() >= self._start_at and not self._ended:
+            frame = self._clip.read()
+            if frame is not None:
+                self.spoken_frames += 1
+                return frame
+            self._ended = True
+        return np.zeros(FRAME_SAMPLES, dtype=np.int16)
+
+    def close(self) -> None:
+        self._clip.close()
+
+
+def clip_path(name: str) -> str:
+    return str(importlib.resources.files("p2pvoix") / "assets" / name)
+
+
+class Demo:
+    """Runs the script; ``emit`` shows what happens (JSON lines, sentences, or the console)."""
+
+    def __init__(self, config: DemoConfig, emit: Emit) -> None:
+        self.config = config
+        self.emit = emit
+        self.portal = Portal()
+        self.nodes: list[Node] = []
+        self.sessions: dict[str, RoomSession] = {}
+        self.tallies: dict[str, dict[str, StreamTally]] = {}
+        self.join_s: dict[str, float] = {}
+        self.clips: dict[str, ScheduledClip] = {}
+        self.names: dict[bytes, str] = {}
+        self.featured: RoomSession | None = None
+        self.depths: dict[str, int | None] = {}
+        self.parents: dict[str, str | None] = {}
+
+    async def run(self) -> Summary:
+        await self.portal.start()
+        try:
+            await self._play()
+            return self._summary()
+        finally:
+            await asyncio.gather(*(s.leave() for s in self.sessions.values()),
+                                 return_exceptions=True)
+            await asyncio.gather(*(n.stop() for n in self.nodes), return_exceptions=True)
+            await self.portal.stop()
+
+    async def _play(self) -> None:
+        self.say("opening", "Amina opens the room “Couscous & stories”…")
+        host = await self._host()
+        key = RoomKey(host.room, host.me, ())
+        daan = await self._join("Daan", key, clip="speech-en.ogg", slots=0)
+        await self._promote(host, daan)
+        self.say("on_stage", "Daan is on stage with Amina.")
+        count = max(2, min(self.config.listeners, len(LISTENER_NAMES)))
+        for name in LISTENER_NAMES[:count]:
+            slots = RELAY_SLOTS if name in RELAY_NAMES else LISTENER_SLOTS
+            clip = "speech-question.ogg" if name == "Youssef" else None
+            record = self.config.record if name == "Zineb" else None
+            await self._join(name, key, clip=clip, slots=slots, record=record)
+        self.featured = self.sessions["Zineb"]
+        self.say("joined", f"{count} listeners joined; two of them relay for the others.",
+                 listeners=count)
+        await self._script(host, daan, self.sessions["Youssef"])
+
+    async def _script(self, host: RoomSession, daan: RoomSession, youssef: RoomSession) -> None:
+        t0 = time.monotonic()
+        self.clips["Amina"].start_at(t0 + HOST_SPEAKS)
+        self.clips["Daan"].start_at(t0 + SPEAKER_SPEAKS)
+        await _until(t0 + HAND_RAISED)
+        await youssef.act(Op.RAISE_HAND)
+        self.say("hand", "Youssef raises a hand.")
+        await _until(t0 + INVITED)
+        first = hand_queue(host.state, host.node.now_ms())[0].identity
+        await host.act(Op.INVITE, first)
+        self.say("invite", f"Amina invites {self.names.get(first.raw, 'the first hand')} to speak.")
+        for _ in range(100):
+            if youssef.me in youssef.state.invited:
+                break
+            await asyncio.sleep(0.05)
+        await youssef.act(Op.ACCEPT_INVITE)
+        await youssef.act(Op.SELF_UNMUTE)
+        self.say("promoted", "Youssef accepts and comes up to speak.")
+        self.clips["Youssef"].start_at(t0 + QUESTION)
+        await _until(t0 + ENDS)
+        self._capture_tree(host)
+        self.say("ending", "Amina ends the room.")
+        await host.leave()
+        for session in self.sessions.values():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(session.wait_closed(), 5)
+
+    async def _host(self) -> RoomSession:
+        node = await self._node("Amina")
+        self.clips["Amina"] = ScheduledClip("speech-fr.ogg")
+        session = await RoomSession.host(
+            node, title="Couscous & stories", tags=("diaspora", "food"), language="fr",
+            audio=AudioSettings(custom_source=self.clips["Amina"]),
+            capacity=CapacityPolicy(max_slots=HOST_SLOTS, measure=False),
+        )
+        self.sessions["Amina"] = session
+        self.names[session.me.raw] = "Amina"
+        return session
+
+    async def _join(self, name: str, key: RoomKey, *, clip: str | None, slots: int,
+                    record: Path | None = None) -> RoomSession:
+        node = await self._node(name)
+        source = None
+        if clip is not None:
+            source = self.clips[name] = ScheduledClip(clip)
+        started = time.monotonic()
+        session = await RoomSession.join(
+            node, key, audio=AudioSettings(custom_source=source, record=record),
+            capacity=CapacityPolicy(max_slots=slots, measure=False), timeout=20,
+        )
+        self.sessions[name] = session
+        self.names[session.me.raw] = name
+        self._tally(name, session, started)
+        return session
+
+    async def _node(self, name: str) -> Node:
+        key = SigningKey(os.urandom(32))
+        now_ms = int(time.time() * 1000)
+        identity = Identity(key, Profile.create(key, name, now_ms))
+        boot = (self.nodes[0].addrs()[0],) if self.nodes else ()
+        config = NodeConfig(home=Path("/nonexistent"), listen=LOOPBACK, lan=False,
+                            bootstrap=boot)
+        node = Node(identity, config, portal=self.portal)
+        await node.start()
+        self.nodes.append(node)
+        return node
+
+    async def _promote(self, host: RoomSession, who: RoomSession) -> None:
+        for _ in range(100):
+            if who.me in host.roster:
+                break
+            await asyncio.sleep(0.05)
+        await who.act(Op.RAISE_HAND)
+        await host.act(Op.INVITE, who.me)
+        for _ in range(100):
+            if who.me in who.state.invited:
+                break
+            await asyncio.sleep(0.05)
+        await who.act(Op.ACCEPT_INVITE)
+        await who.act(Op.SELF_UNMUTE)
+
+    def _tally(self, name: str, session: RoomSession, started: float) -> None:
+        """Count what this listener plays, per speaker, with send→receive latency."""
+        tallies: dict[str, StreamTally] = {}
+        self.tallies[name] = tallies
+        forwarder = session.media.forwarder
+        on_frame = forwarder.on_frame
+
+        def counted(link: str, data: bytes, now_ms: float):  # type: ignore[no-untyped-def]
+            actions = on_frame(link, data, now_ms)
+            for action in actions:
+                if isinstance(action, Play):
+                    speaker = self.names.get(action.speaker.raw, action.speaker.peer_id[-6:])
+                    latency = (int(time.time() * 1000) - action.frame.origin_ms) & 0xFFFFFFFF
+                    tallies.setdefault(speaker, StreamTally()).add(action.frame.seq, latency)
+                    if name not in self.join_s:
+                        self.join_s[name] = time.monotonic() - started
+            return actions
+
+        forwarder.on_frame = counted  # type: ignore[method-assign]
+
+    def _capture_tree(self, host: RoomSession) -> None:
+        """Each listener's depth in the relay tree, read from the plan before the room ends."""
+        planner = host.coordinator.planner if host.coordinator else None
+        for name, session in self.sessions.items():
+            if planner is not None and session.me.raw in planner:
+                self.depths[name] = planner.depth_of(session.me.raw)
+                parent = planner.parent_of(session.me.raw)
+                self.parents[name] = self.names.get(parent) if parent is not None else None
+
+    def _summary(self) -> Summary:
+        spoke = {name: clip.spoken_frames * 0.02 for name, clip in self.clips.items()
+                 if clip.spoken_frames}
+        reports = [
+            ListenerReport(name, self.join_s.get(name), self.tallies[name],
+                           self.depths.get(name), self.parents.get(name))
+            for name in LISTENER_NAMES if name in self.sessions
+        ]
+        return Summary(spoke, reports)
+
+    def say(self, step: str, text: str, **fields: Any) -> None:
+        self.emit({"type": "demo", "step": step, "text": text, **fields}, f"» {text}")
+
+
+async def _until(moment: float) -> None:
+    await asyncio.sleep(max(0.0, moment - time.monotonic()))
