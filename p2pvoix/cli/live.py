@@ -210,6 +210,10 @@ class Output:
 async def run_live(config: LiveConfig) -> int:
     """Host or join a room and live in it until the end; returns the exit code."""
     identity = IdentityStore(config.node.home).load_or_create()
+    if sys.stdout.isatty() and not config.json:
+        from p2pvoix.console.launch import run_console  # textual only for a person at a terminal
+
+        return await run_console(config, identity)
     out = Output(config.json)
     stop = stop_event()
     for notice in config.notices:
