@@ -25,9 +25,10 @@ from p2pvoix.audio.files import FileSource
 from p2pvoix.audio.format import FRAME_SAMPLES
 from p2pvoix.crypto.keys import SigningKey
 from p2pvoix.crypto.roomkey import RoomKey
-from p2pvoix.demo.summary import ListenerReport, StreamTally, Summary
+from p2pvoix.demo.summary import ListenerReport, Sent, StreamTally, Summary
 from p2pvoix.identity.profile import Profile
 from p2pvoix.identity.store import Identity
+from p2pvoix.mesh import wire
 from p2pvoix.mesh.capacity import CapacityPolicy
 from p2pvoix.mesh.forwarding import Play
 from p2pvoix.node.bridge import Portal
@@ -104,6 +105,8 @@ class Demo:
         self.names: dict[bytes, str] = {}
         self.featured: RoomSession | None = None
         self.depths: dict[str, int | None] = {}
+        self.sent: dict[str, list[tuple[float, int]]] = {}
+        self.until = 0.0
         self.parents: dict[str, str | None] = {}
 
     async def run(self) -> Summary:
@@ -155,6 +158,7 @@ class Demo:
         self.say("promoted", "Youssef accepts and comes up to speak.")
         self.clips["Youssef"].start_at(t0 + QUESTION)
         await _until(t0 + ENDS)
+        self.until = time.monotonic() - 0.3  # frames of the last 300 ms may still be in flight
         self._capture_tree(host)
         self.say("ending", "Amina ends the room.")
         await host.leave()
@@ -172,6 +176,7 @@ class Demo:
         )
         self.sessions["Amina"] = session
         self.names[session.me.raw] = "Amina"
+        self._count_sent("Amina", session)
         return session
 
     async def _join(self, name: str, key: RoomKey, *, clip: str | None, slots: int,
@@ -188,6 +193,8 @@ class Demo:
         self.sessions[name] = session
         self.names[session.me.raw] = name
         self._tally(name, session, started)
+        if clip is not None:
+            self._count_sent(name, session)
         return session
 
     async def _node(self, name: str) -> Node:
@@ -229,12 +236,27 @@ class Demo:
                 if isinstance(action, Play):
                     speaker = self.names.get(action.speaker.raw, action.speaker.peer_id[-6:])
                     latency = (int(time.time() * 1000) - action.frame.origin_ms) & 0xFFFFFFFF
-                    tallies.setdefault(speaker, StreamTally()).add(action.frame.seq, latency)
+                    tallies.setdefault(speaker, StreamTally()).add(
+                        action.frame.seq, latency, time.monotonic())
                     if name not in self.join_s:
                         self.join_s[name] = time.monotonic() - started
             return actions
 
         forwarder.on_frame = counted  # type: ignore[method-assign]
+
+    def _count_sent(self, name: str, session: RoomSession) -> None:
+        """Remember every frame this speaker sent while it could be heard: (when, seq)."""
+        sent = self.sent.setdefault(name, [])
+        forwarder = session.media.forwarder
+        own_audio = forwarder.own_audio
+
+        def counted(data: bytes):  # type: ignore[no-untyped-def]
+            actions = own_audio(data)
+            if actions:
+                sent.append((time.monotonic(), wire.decode(data).seq))
+            return actions
+
+        forwarder.own_audio = counted  # type: ignore[method-assign]
 
     def _capture_tree(self, host: RoomSession) -> None:
         """Each listener's depth in the relay tree, read from the plan before the room ends."""
@@ -253,7 +275,8 @@ class Demo:
                            self.depths.get(name), self.parents.get(name))
             for name in LISTENER_NAMES if name in self.sessions
         ]
-        return Summary(spoke, reports)
+        sent = {name: Sent(tuple(frames)) for name, frames in self.sent.items()}
+        return Summary(spoke, reports, sent, self.until)
 
     def say(self, step: str, text: str, **fields: Any) -> None:
         self.emit({"type": "demo", "step": step, "text": text, **fields}, f"» {text}")

@@ -8,28 +8,39 @@ from dataclasses import dataclass, field
 
 @dataclass
 class StreamTally:
-    """Frames of one speaker as one listener heard them."""
+    """Frames of one speaker as one listener played them."""
 
-    frames: int = 0
-    first_seq: int | None = None
-    last_seq: int | None = None
+    first_at: float | None = None  # when the first arrived (monotonic seconds)
+    seqs: set[int] = field(default_factory=set)
     latencies_ms: list[float] = field(default_factory=list)
 
-    def add(self, seq: int, latency_ms: float) -> None:
-        if self.first_seq is None:
-            self.first_seq = seq
-        self.last_seq = seq
-        self.frames += 1
+    def add(self, seq: int, latency_ms: float, at: float) -> None:
+        if self.first_at is None:
+            self.first_at = at
+        self.seqs.add(seq)
         if len(self.latencies_ms) < 20_000:
             self.latencies_ms.append(latency_ms)
 
     @property
-    def delivered(self) -> float:
-        """Share of the speaker's frames between the first and last heard that arrived."""
-        if self.first_seq is None or self.last_seq is None:
+    def frames(self) -> int:
+        return len(self.seqs)
+
+
+@dataclass(frozen=True)
+class Sent:
+    """The frames one speaker sent while it was allowed to be heard: (when, seq)."""
+
+    frames: tuple[tuple[float, int], ...]
+
+    def delivered(self, tally: StreamTally, until: float, settle_s: float = 0.2) -> float:
+        """Share of the frames sent from the listener's first one (plus a settling moment) to
+        ``until`` that the listener played."""
+        if tally.first_at is None:
             return 0.0
-        span = ((self.last_seq - self.first_seq) & 0xFFFFFFFF) + 1
-        return min(1.0, self.frames / span)
+        expected = {seq for at, seq in self.frames if tally.first_at + settle_s <= at <= until}
+        if not expected:
+            return 1.0
+        return len(expected & tally.seqs) / len(expected)
 
 
 @dataclass
@@ -45,11 +56,18 @@ class ListenerReport:
 class Summary:
     spoke: dict[str, float]  # speaker name -> seconds of speech sent
     listeners: list[ListenerReport]
+    sent: dict[str, Sent] = field(default_factory=dict)  # speaker name -> frames it sent
+    until: float = 0.0  # the end of the measured window (the room ends right after)
 
-    def heard_everyone(self, speakers: list[str], min_delivered: float = 0.95) -> bool:
+    def delivered(self, report: ListenerReport, speaker: str) -> float | None:
+        tally = report.streams.get(speaker)
+        if tally is None or speaker not in self.sent:
+            return None
+        return self.sent[speaker].delivered(tally, self.until)
+
+    def heard_everyone(self, speakers: list[str], min_delivered: float = 0.99) -> bool:
         return all(
-            report.streams.get(name) is not None
-            and report.streams[name].delivered >= min_delivered
+            (self.delivered(report, name) or 0.0) >= min_delivered
             for report in self.listeners for name in speakers
         )
 
@@ -65,7 +83,7 @@ class Summary:
                     "heard": {
                         speaker: {
                             "frames": tally.frames,
-                            "delivered": round(tally.delivered, 4),
+                            "delivered": round(self.delivered(report, speaker) or 0.0, 4),
                             **percentiles(tally.latencies_ms),
                         }
                         for speaker, tally in report.streams.items()
@@ -87,7 +105,8 @@ class Summary:
             latencies: list[float] = []
             for name in speakers:
                 tally = report.streams.get(name)
-                cells.append(f"{tally.delivered * 100:11.1f}%" if tally else f"{'—':>12}")
+                share = self.delivered(report, name)
+                cells.append(f"{share * 100:11.1f}%" if share is not None else f"{'—':>12}")
                 if tally:
                     latencies += tally.latencies_ms
             figures = percentiles(latencies)

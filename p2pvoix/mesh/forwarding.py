@@ -21,9 +21,10 @@ from p2pvoix.crypto.keys import PublicKey
 from p2pvoix.errors import Rejected, RejectionCounter
 from p2pvoix.mesh import wire
 
-# Speakers send 50 frames a second; a burst allowance absorbs network jitter and catch-up.
+# Speakers send 50 frames a second. The burst allowance (2 s of audio) absorbs what is legitimate:
+# a link's queued frames released at once when it comes up, a sender catching up after a stall.
 FRAME_RATE = 50
-BURST_FRAMES = 50
+BURST_FRAMES = 100
 DEDUP_WINDOW = 512  # frames (about 10 s): longer than any path difference during a parent switch
 
 
@@ -174,10 +175,13 @@ class Forwarder:
         carries_only_peer = info.role is LinkRole.STAGE or self.mode is Mode.MESH
         if carries_only_peer and frame.tag != self._peer_tags[link]:
             raise Rejected(DropReason.NOT_THE_PEERS_VOICE)
-        self._check_rate(frame.tag, now_ms)
-        if not self._first_time(frame.tag, frame.seq):
+        # Duplicates first (they cost no tokens: make-before-break parent switches send each
+        # frame twice), then the rate; a frame counts as seen only once it passed both.
+        if self._seen(frame.tag, frame.seq):
             self.rejections.count(DropReason.DUPLICATE)
             return actions
+        self._check_rate(frame.tag, now_ms)
+        self._mark(frame.tag, frame.seq)
         self.played += 1
         actions.append(Play(speaker, frame, link))
         if self.mode is Mode.TREE:
@@ -198,24 +202,28 @@ class Forwarder:
             raise Rejected(DropReason.RATE)
         self._buckets[tag] = (tokens - 1, now_ms)
 
-    def _first_time(self, tag: bytes, seq: int) -> bool:
+    def _seen(self, tag: bytes, seq: int) -> bool:
+        """Played already, or too old to tell apart from a replay."""
+        window = self._windows.get(tag)
+        if window is None:
+            return False
+        ahead = (seq - window.newest) & 0xFFFFFFFF
+        if ahead == 0 or seq in window.seen:
+            return True
+        if ahead < 0x80000000:  # newer (serial-number arithmetic, RFC 1982)
+            return False
+        return (window.newest - seq) & 0xFFFFFFFF >= DEDUP_WINDOW
+
+    def _mark(self, tag: bytes, seq: int) -> None:
         window = self._windows.get(tag)
         if window is None:
             self._windows[tag] = _Window(seq, {seq})
-            return True
-        ahead = (seq - window.newest) & 0xFFFFFFFF
-        if ahead == 0 or seq in window.seen:
-            return False
-        if ahead < 0x80000000:  # newer (serial-number arithmetic, RFC 1982)
+            return
+        window.seen.add(seq)
+        if (seq - window.newest) & 0xFFFFFFFF < 0x80000000:
             window.newest = seq
-            window.seen.add(seq)
             if len(window.seen) > 2 * DEDUP_WINDOW:  # prune now and then, not on every frame
                 window.seen = {s for s in window.seen if (seq - s) & 0xFFFFFFFF < DEDUP_WINDOW}
-            return True
-        if (window.newest - seq) & 0xFFFFFFFF >= DEDUP_WINDOW:
-            return False  # older than anything we can still tell apart: treat as a replay
-        window.seen.add(seq)
-        return True
 
     def statistics(self) -> dict[str, object]:
         return {

@@ -17,6 +17,7 @@ the room state allows to be heard.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -59,6 +60,8 @@ from p2pvoix.session.links import LinkManager, SignalTransport
 
 logger = logging.getLogger(__name__)
 
+PARENT_ATTEMPTS = 2  # failed attempts to reach the assigned parent before asking for another
+
 
 @dataclass(frozen=True)
 class AudioSettings:
@@ -99,6 +102,7 @@ class MediaPlane:
         self._parent: PublicKey | None = None  # tree: the parent my assignment names
         self._backup: PublicKey | None = None
         self.on_parent_lost: Callable[[PublicKey], None] = lambda parent: None
+        self._failures: dict[PublicKey, int] = {}  # failed attempts to reach the assigned parent
         self.forwarder = Forwarder(self.me, room, mode)
         self.links = LinkManager(
             room=room, key=key, rtc_config=rtc_config, transport=transport,
@@ -175,7 +179,9 @@ class MediaPlane:
         if parent is None or parent == self.me:
             return
         if parent not in current and not self.links.connecting(parent):
-            self.links.connect(parent, "child")
+            task = self.links.connect(parent, "child")
+            if task is not None:
+                task.add_done_callback(lambda t, parent=parent: self._parent_attempt(parent, t))
         if self.links.is_up(parent):
             for peer, link in current.items():
                 if peer != parent and link.initiator and link.role_asked == "child":
@@ -209,6 +215,16 @@ class MediaPlane:
             return set()
         return {m.identity for m in stage(state) if may_play(state, m.identity)}
 
+    def _parent_attempt(self, parent: PublicKey, task: asyncio.Task[bool]) -> None:
+        """A parent that keeps refusing us (full, or gone) is reported, so the plan changes."""
+        if task.cancelled() or task.result() or parent != self._parent:
+            self._failures.pop(parent, None)
+            return
+        self._failures[parent] = self._failures.get(parent, 0) + 1
+        if self._failures[parent] >= PARENT_ATTEMPTS:
+            self._failures.pop(parent, None)
+            self.on_parent_lost(parent)
+
     def _role_for(self, peer: PublicKey) -> LinkRole | None:
         state = self._state
         if state is None:
@@ -232,8 +248,9 @@ class MediaPlane:
         return self._parent
 
     def children(self) -> int:
-        return sum(1 for link in self.links.links().values()
-                   if not link.initiator and link.role_asked == "child")
+        """Links on which this node feeds a child now. A link opened as a child's that became a
+        stage link (its node was promoted) no longer takes a relay slot."""
+        return sum(1 for peer in self.links.links() if self._role_for(peer) is LinkRole.CHILD)
 
     def _refresh_links(self) -> None:
         infos = {}

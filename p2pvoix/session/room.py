@@ -250,8 +250,9 @@ class RoomSession:
             for protocol in (sync.PROTOCOL, submit.PROTOCOL, signalling.PROTOCOL,
                              planning.PROTOCOL):
                 self.node.set_room_handler(protocol, self.room.raw, None)
-        self._emit(self._left)
-        self._closed.set()
+            # Closed, even if a goodbye failed: nobody waiting on this session may hang.
+            self._emit(self._left)
+            self._closed.set()
         return self._left
 
     async def wait_closed(self) -> Left:
