@@ -80,7 +80,7 @@ class View:
     title: str = ""
     tags: tuple[str, ...] = ()
     language: str = ""
-    share: str = ""  # the join line to give others
+    share: str = ""  # the room key to give others (`p2pvoix join KEY`)
     me: Person | None = None
     hand_place: int | None = None  # 1-based place of one's own hand in the queue
     staff: bool = False  # owner or moderator: moderation keys and the hand queue

@@ -16,6 +16,7 @@ from textual.widgets.option_list import Option
 
 from p2pvoix.console.model import Person, Phase, View
 from p2pvoix.room import Role
+from p2pvoix.session.presence import TTL_MS
 
 BADGES = {Role.OWNER: ("owner", "bold magenta"), Role.MODERATOR: ("mod", "bold cyan")}
 
@@ -36,23 +37,23 @@ class RoomHeader(Static):
         if view.phase is Phase.LIVE and view.status:
             text.append(f"\n{view.status}", "dim")
         if view.lost:
-            text.append("\nConnection lost: nobody in the room has been heard from for 30 s. "
-                        "Check your network; q leaves.", "bold red")
+            text.append(f"\nConnection lost: nobody in the room has been heard from for "
+                        f"{TTL_MS // 1000} s. Check your network; q leaves.", "bold red")
         self.content = text
 
 
 class PeopleList(OptionList):
     """A selectable list of participants; the option IDs are their peer IDs."""
 
-    def __init__(self, kind: str, title: str, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, kind: str, heading: str, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(**kwargs)
         self.kind = kind  # stage | hands | audience
-        self.title = title
+        self.heading = heading
         self._rows: tuple[tuple[str, str], ...] = ()
 
     def show(self, people: tuple[Person, ...], count: int | None = None) -> None:
         """Draw ``people``; the highlighted participant stays highlighted while present."""
-        self.border_title = f"{self.title} ({len(people) if count is None else count})"
+        self.border_title = f"{self.heading} ({len(people) if count is None else count})"
         texts = [row(person, self.kind, place) for place, person in enumerate(people, 1)]
         rows = tuple((p.identity.peer_id, t.plain + str(t.spans)) for p, t in
                      zip(people, texts, strict=True))

@@ -6,10 +6,11 @@ import asyncio
 import os
 
 from p2pvoix.console.app import ConsoleApp
-from p2pvoix.console.model import Phase
-from p2pvoix.console.widgets import EndPanel, MeBar, PeopleList, ProgressPanel
+from p2pvoix.console.model import Person, Phase
+from p2pvoix.console.widgets import EndPanel, MeBar, PeopleList, ProgressPanel, row
 from p2pvoix.crypto.keys import SigningKey
 from p2pvoix.crypto.roomkey import RoomKey
+from p2pvoix.room import Role
 from p2pvoix.session.room import RoomSession
 from tests.session.roomlab import Lab
 
@@ -150,3 +151,14 @@ async def test_quitting_while_joining_stops_the_join_and_exits_130():
         await asyncio.wait_for(cancelled.wait(), 5)
         await pilot.pause()
     assert app.return_code == 130
+
+
+def test_rows_show_names_as_typed_with_badges_and_states() -> None:
+    someone = SigningKey(bytes(32)).public
+    assert row(Person(someone, "[b]Eve[/b]", Role.AUDIENCE, hand=True, invited=True),
+               "audience", 1).plain == "[b]Eve[/b] ✋ invited"  # a name is never markup
+    assert row(Person(someone, "Bo", Role.MODERATOR, me=True, speaking=True, muted=True,
+                      locked=True, present=False), "stage", 1).plain == (
+        "◉ Bo (you) mod muted (locked) (away)")
+    assert row(Person(someone, "Chen", Role.AUDIENCE, hand=True, waited_s=125), "hands",
+               3).plain == "3. Chen  2:05"

@@ -7,12 +7,15 @@ import os
 import pty
 import re
 import select
+import signal
 import struct
 import subprocess
 import sys
 import termios
 import time
 from pathlib import Path
+
+import pytest
 
 from p2pvoix.cli.live import LiveConfig
 from p2pvoix.console.launch import open_room
@@ -92,9 +95,12 @@ class Terminal:
         return bool(data)
 
 
+HOST = ["host", "Pty room", "--topic", "tests", "--input", "none", "--output", "none",
+        "--listen", "/ip4/127.0.0.1/tcp/0", "--no-lan"]
+
+
 def test_host_at_a_terminal_gets_the_console_and_q_ends_the_room(tmp_path):
-    terminal = Terminal(["host", "Pty room", "--topic", "tests", "--input", "none", "--output",
-                         "none", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-lan"], tmp_path)
+    terminal = Terminal(HOST, tmp_path)
     try:
         terminal.wait_for("Stage (1)")
         for shown in ("Pty room", "#tests", "Share: p2pvoix join", "pv1", "owner", "e End"):
@@ -104,5 +110,20 @@ def test_host_at_a_terminal_gets_the_console_and_q_ends_the_room(tmp_path):
         terminal.press("y")
         assert terminal.finish() == 0
         assert b"\x1b[?1049l" in terminal.screen  # the terminal's own screen is back
+    finally:
+        terminal.close()
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_leaves_at_once_and_the_process_ends(tmp_path, how: str):
+    terminal = Terminal(HOST, tmp_path)
+    try:
+        terminal.wait_for("Stage (1)")
+        if how == "ctrl-c":
+            terminal.press("\x03")  # a key in the console's raw mode, not a signal
+        else:
+            terminal.proc.send_signal(signal.SIGTERM)
+        assert terminal.finish() == 0  # left cleanly: no thread or task keeps it alive
+        assert b"\x1b[?1049l" in terminal.screen
     finally:
         terminal.close()
