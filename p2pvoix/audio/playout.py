@@ -12,9 +12,9 @@ called once per 20 ms output tick and always returns exactly one ``PlayoutItem``
 Timing is by the clock, not by counting packets: frame ``n`` is due at ``n × 20 ms + base +
 target`` where base and target come from ``jitter.DelayEstimator``. Playing frame ``n`` at
 ``now`` has a *delay* of ``now − n × 20 − base``; each tick keeps it within
-``[target, target + 20 ms)``: below it, a concealed frame is inserted (the stream is stretched by
-a frame); above it for ``shrink_after_ms``, one frame is dropped; far above it (after a stall),
-frames are skipped at once.
+``[target, target + 20 ms + shrink_hysteresis_ms)``: below it, a concealed frame is inserted (the
+stream is stretched by a frame); above it for ``shrink_after_ms``, one frame is dropped; far
+above it (after a stall), frames are skipped at once.
 
 Sequence numbers are the sender's uint32 count of 20 ms frames. They wrap: each is read as the
 number nearest to the frame due next (RFC 3550 style), so wrapping is seamless. A stream that has
@@ -78,6 +78,10 @@ class PlayoutConfig:
     jitter_quantile: float = 0.97
     shrink_ms_per_s: float = 20.0  # how fast the target may fall
     shrink_after_ms: float = 200.0  # delay above the band this long before one frame is dropped
+    # Above the band by at least this much before dropping: the output clock's tick jitter is a
+    # millisecond or two, so a few ms of hysteresis is enough (half a frame kept 10 ms of extra
+    # latency for ever, measured in bench_voice).
+    shrink_hysteresis_ms: float = 5.0
     catch_up_ms: float = 120.0  # delay this far above the band: skip frames at once
     capacity_frames: int = 50  # packets held at most; more drops the oldest
     max_jump_frames: int = 50  # a packet this far past the newest is out of range
@@ -287,8 +291,7 @@ class PlayoutBuffer:
         if delay >= band_top + self.config.catch_up_ms:
             self._skip(int((delay - target) // FRAME_MS))
             self._above_since = None
-        elif delay >= band_top + FRAME_MS / 2:
-            # Half a frame of hysteresis keeps tick jitter from dropping frames.
+        elif delay >= band_top + self.config.shrink_hysteresis_ms:
             if self._above_since is None:
                 self._above_since = now_ms
             elif now_ms - self._above_since >= self.config.shrink_after_ms:

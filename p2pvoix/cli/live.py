@@ -38,6 +38,7 @@ from p2pvoix.crypto.roomkey import MAX_ADDRESSES, RoomKey, RoomKeyError, TcpAddr
 from p2pvoix.errors import P2pvoixError, UsageError
 from p2pvoix.identity.store import IdentityStore
 from p2pvoix.node.config import NodeConfig
+from p2pvoix.node.realtime import freeze_startup_objects
 from p2pvoix.node.runtime import Node
 from p2pvoix.room import Op, hand_queue, stage
 from p2pvoix.session.events import Left
@@ -239,6 +240,7 @@ async def run_live(config: LiveConfig) -> int:
         else:
             out.emit({"type": "finding", "key": config.room_key.text()}, "Finding the room…")
             session = await RoomSession.join(node, config.room_key, audio=config.audio)
+        freeze_startup_objects()
         return await _live(session, config, out, stop, started)
 
 

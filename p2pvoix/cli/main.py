@@ -13,6 +13,7 @@ from p2pvoix.cli.discovery import node_command, rooms_command
 from p2pvoix.cli.identity import id_command
 from p2pvoix.cli.live import devices_command, host_command, join_command
 from p2pvoix.cli.relay import relay_command
+from p2pvoix.node.realtime import tune_for_realtime
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -31,4 +32,5 @@ for command in (id_command, host_command, join_command, rooms_command, node_comm
 
 
 def main(argv: list[str] | None = None) -> None:
+    tune_for_realtime()
     sys.exit(run(cli, argv))

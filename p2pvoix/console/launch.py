@@ -8,18 +8,16 @@ the command before the screen changes); the console then opens the room itself, 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
-from collections.abc import Iterator
 from functools import partial
 
 import click
 
 from p2pvoix.cli.live import LiveConfig
 from p2pvoix.console.app import ConsoleApp, Progress
-from p2pvoix.crypto.roomkey import RoomKey
 from p2pvoix.identity.store import Identity
-from p2pvoix.node.runtime import Contact, Node
+from p2pvoix.node.realtime import freeze_startup_objects
+from p2pvoix.node.runtime import Node
 from p2pvoix.session.room import RoomSession
 
 
@@ -56,31 +54,10 @@ async def open_room(config: LiveConfig, node: Node, progress: Progress) -> RoomS
                                          language=config.language, audio=config.audio,
                                          topology=config.topology)
         progress("The room is open.")
+        freeze_startup_objects()
         return session
     progress("Finding the room (its key's addresses, the LAN, the DHT)…")
-    with _reporting_found(node, progress):
-        session = await RoomSession.join(node, config.room_key, audio=config.audio)
+    session = await RoomSession.join(node, config.room_key, audio=config.audio, progress=progress)
     progress("Joined. Waiting for the first audio from the stage…")
+    freeze_startup_objects()
     return session
-
-
-@contextlib.contextmanager
-def _reporting_found(node: Node, progress: Progress) -> Iterator[None]:
-    """Report when ``RoomSession.join`` has found the room and starts connecting and syncing.
-
-    ``join`` finds, then syncs, in one call with no hook between the two; wrapping this node's
-    ``find_room`` for the length of the call is how the console sees that boundary.
-    """
-    find_room = node.find_room
-
-    async def find_and_report(room_key: RoomKey, timeout: float = 15.0) -> list[Contact]:
-        contacts = await find_room(room_key, timeout=timeout)
-        peers = f"{len(contacts)} peer" + ("s" if len(contacts) != 1 else "")
-        progress(f"Found the room ({peers}); connecting and syncing its log…")
-        return contacts
-
-    node.find_room = find_and_report  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        del node.find_room  # the class's method again

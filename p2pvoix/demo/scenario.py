@@ -33,6 +33,7 @@ from p2pvoix.mesh.capacity import CapacityPolicy
 from p2pvoix.mesh.forwarding import Play
 from p2pvoix.node.bridge import Portal
 from p2pvoix.node.config import NodeConfig
+from p2pvoix.node.realtime import freeze_startup_objects
 from p2pvoix.node.runtime import Node
 from p2pvoix.room import Op, hand_queue
 from p2pvoix.session.media import AudioSettings
@@ -136,6 +137,7 @@ class Demo:
         self.featured = self.sessions["Zineb"]
         self.say("joined", f"{count} listeners joined; two of them relay for the others.",
                  listeners=count)
+        freeze_startup_objects()
         await self._script(host, daan, self.sessions["Youssef"])
 
     async def _script(self, host: RoomSession, daan: RoomSession, youssef: RoomSession) -> None:

@@ -185,7 +185,7 @@ class Node:
         self.directory.offer(ended.encoded, Source.GOSSIP, self.now_ms())
         with contextlib.suppress(P2pvoixError):
             await self.p2p.publish(ROOMS_TOPIC, ended.encoded)
-        with contextlib.suppress(P2pvoixError):
+        with contextlib.suppress(P2pvoixError, TimeoutError):  # best effort: it expires anyway
             await asyncio.wait_for(self.p2p.dht_put(dht_key(room), ended.encoded), 1.5)
         await self._advertise_lan()
 
@@ -319,6 +319,10 @@ class Node:
             except RequestFailed:
                 if delay is None:
                     raise
+                # The connection itself may be dead while libp2p still lists it (a reset TCP
+                # connection is noticed late): drop it, so the retry dials afresh.
+                with contextlib.suppress(P2pvoixError):
+                    await self.p2p.disconnect(peer_id)
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 

@@ -167,10 +167,14 @@ class RoomSession:
     @classmethod
     async def join(
         cls, node: Node, room_key: RoomKey, *, audio: AudioSettings | None = None,
-        timeout: float = 15.0, **options: Any,
+        timeout: float = 15.0, progress: Callable[[str], None] | None = None, **options: Any,
     ) -> RoomSession:
-        """Find the room, sync its verified state, and join its audience."""
+        """Find the room, sync its verified state, and join its audience; ``progress`` hears
+        each step (for a user watching the join)."""
         contacts = await node.find_room(room_key, timeout=timeout)
+        if progress is not None:
+            peers = f"{len(contacts)} peer" + ("s" if len(contacts) != 1 else "")
+            progress(f"Found the room ({peers}); connecting and syncing its log…")
         log, presence = await _sync_from_any(node, room_key.key, contacts)
         if log.state.ended:
             raise RoomHasEnded(log.state.title)
