@@ -108,6 +108,7 @@ class Demo:
         self.depths: dict[str, int | None] = {}
         self.sent: dict[str, list[tuple[float, int]]] = {}
         self.until = 0.0
+        self.started_at: float | None = None  # when the script began (everyone had joined)
         self.parents: dict[str, str | None] = {}
 
     async def run(self) -> Summary:
@@ -141,7 +142,7 @@ class Demo:
         await self._script(host, daan, self.sessions["Youssef"])
 
     async def _script(self, host: RoomSession, daan: RoomSession, youssef: RoomSession) -> None:
-        t0 = time.monotonic()
+        t0 = self.started_at = time.monotonic()
         self.clips["Amina"].start_at(t0 + HOST_SPEAKS)
         self.clips["Daan"].start_at(t0 + SPEAKER_SPEAKS)
         await _until(t0 + HAND_RAISED)
@@ -238,8 +239,9 @@ class Demo:
                 if isinstance(action, Play):
                     speaker = self.names.get(action.speaker.raw, action.speaker.peer_id[-6:])
                     latency = (int(time.time() * 1000) - action.frame.origin_ms) & 0xFFFFFFFF
+                    measuring = self.started_at is not None  # latency: once everyone is in
                     tallies.setdefault(speaker, StreamTally()).add(
-                        action.frame.seq, latency, time.monotonic())
+                        action.frame.seq, latency if measuring else None, time.monotonic())
                     if name not in self.join_s:
                         self.join_s[name] = time.monotonic() - started
             return actions

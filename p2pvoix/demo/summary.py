@@ -14,11 +14,12 @@ class StreamTally:
     seqs: set[int] = field(default_factory=set)
     latencies_ms: list[float] = field(default_factory=list)
 
-    def add(self, seq: int, latency_ms: float, at: float) -> None:
+    def add(self, seq: int, latency_ms: float | None, at: float) -> None:
+        """One played frame; ``latency_ms`` None while it is not measured (joins under way)."""
         if self.first_at is None:
             self.first_at = at
         self.seqs.add(seq)
-        if len(self.latencies_ms) < 20_000:
+        if latency_ms is not None and len(self.latencies_ms) < 20_000:
             self.latencies_ms.append(latency_ms)
 
     @property
@@ -99,7 +100,8 @@ class Summary:
                                           for name, seconds in self.spoke.items())]
         header = f"{'listener':14} {'join':>6} {'hops':>4} {'fed by':8}  " + "  ".join(
             f"{name[:12]:>12}" for name in speakers) + f"  {'latency p50/p95':>16}"
-        lines += ["", "Frames delivered per listener (share of each speaker's frames):", header]
+        lines += ["", "Frames delivered per listener (share of each speaker's frames), and "
+                  "send→receive latency once everyone had joined:", header]
         for report in self.listeners:
             cells = []
             latencies: list[float] = []

@@ -105,10 +105,10 @@ class CapacityEstimator:
         wanted = MAX_SLOTS
         if self.cpu_per_child:
             headroom = CPU_BUDGET - (self._base_cpu or 0.0)
-            wanted = min(wanted, int(max(0.0, headroom) / self.cpu_per_child + 1e-6))
+            wanted = min(wanted, _whole_children(max(0.0, headroom), self.cpu_per_child))
         if self.policy.upload_kbps and self.bytes_per_child_s:
             budget = self.policy.upload_kbps * 1000 / 8 * UPLOAD_BUDGET
-            wanted = min(wanted, int(budget / self.bytes_per_child_s + 1e-6))
+            wanted = min(wanted, _whole_children(budget, self.bytes_per_child_s))
         if self._loss_limit is not None:
             wanted = min(wanted, self._loss_limit)
         wanted = self._clamp(wanted)
@@ -126,3 +126,9 @@ class CapacityEstimator:
 
 def _smooth(old: float | None, new: float, weight: float = 0.3) -> float:
     return new if old is None else old + weight * (new - old)
+
+
+def _whole_children(budget: float, cost_per_child: float) -> int:
+    """How many children fit in budget; a vanishing cost (a denormal CPU delta) means no limit."""
+    fit = budget / cost_per_child + 1e-6
+    return MAX_SLOTS if fit >= MAX_SLOTS else int(fit)
