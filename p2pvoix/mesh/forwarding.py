@@ -37,6 +37,7 @@ class LinkRole(StrEnum):
     STAGE = "stage"
     PARENT = "parent"
     CHILD = "child"
+    STANDBY = "standby"  # a child whose backup parent we are: it is fed only once it asks
 
 
 class DropReason(StrEnum):
@@ -45,7 +46,6 @@ class DropReason(StrEnum):
     OWN_AUDIO = "own-audio"
     NOT_THE_PEERS_VOICE = "not-the-peers-voice"  # a stage/mesh link relaying someone else
     FROM_CHILD = "audio-from-child"
-    DUPLICATE = "duplicate"
     RATE = "over-rate"
 
 
@@ -93,7 +93,14 @@ class LinkBye:
     link: str
 
 
-Action = Play | Send | LinkAlive | LinkBye
+@dataclass(frozen=True)
+class LinkFeed:
+    """A standby child lost its parent and asks us, its backup, to feed it from now on."""
+
+    link: str
+
+
+Action = Play | Send | LinkAlive | LinkBye | LinkFeed
 
 
 @dataclass
@@ -115,6 +122,7 @@ class Forwarder:
         self.rejections = RejectionCounter()
         self.forwarded = 0
         self.played = 0
+        self.duplicates = 0  # normal, not a rejection: a backup parent feeds the same frames
         self._stage = StageView()
         self._links: dict[str, LinkInfo] = {}
         self._windows: dict[bytes, _Window] = {}
@@ -164,21 +172,24 @@ class Forwarder:
             return [LinkAlive(link)]
         if isinstance(frame, wire.Bye):
             return [LinkBye(link)]
+        if isinstance(frame, wire.Feed):
+            fed = info.role in (LinkRole.STANDBY, LinkRole.CHILD)
+            return [LinkAlive(link), LinkFeed(link)] if fed else [LinkAlive(link)]
         actions: list[Action] = [LinkAlive(link)]
         speaker = self._stage.audible.get(frame.tag)
         if frame.tag == self.my_tag:
             raise Rejected(DropReason.OWN_AUDIO)
         if speaker is None:
             raise Rejected(DropReason.NOT_AUDIBLE, frame.tag.hex())
-        if info.role is LinkRole.CHILD:
+        if info.role in (LinkRole.CHILD, LinkRole.STANDBY):
             raise Rejected(DropReason.FROM_CHILD)
         carries_only_peer = info.role is LinkRole.STAGE or self.mode is Mode.MESH
         if carries_only_peer and frame.tag != self._peer_tags[link]:
             raise Rejected(DropReason.NOT_THE_PEERS_VOICE)
-        # Duplicates first (they cost no tokens: make-before-break parent switches send each
-        # frame twice), then the rate; a frame counts as seen only once it passed both.
+        # Duplicates first (they cost no tokens: the backup parent and make-before-break switches
+        # send each frame twice), then the rate; a frame counts as seen only once it passed both.
         if self._seen(frame.tag, frame.seq):
-            self.rejections.count(DropReason.DUPLICATE)
+            self.duplicates += 1
             return actions
         self._check_rate(frame.tag, now_ms)
         self._mark(frame.tag, frame.seq)
@@ -229,5 +240,6 @@ class Forwarder:
         return {
             "played": self.played,
             "forwarded": self.forwarded,
+            "duplicates": self.duplicates,
             "dropped": self.rejections.statistics(),
         }

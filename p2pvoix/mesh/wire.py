@@ -29,6 +29,7 @@ class FrameType(IntEnum):
     AUDIO = (VERSION << 4) | 1
     HEARTBEAT = (VERSION << 4) | 2
     BYE = (VERSION << 4) | 3
+    FEED = (VERSION << 4) | 4  # from a standby child: "my parent is gone, feed me now"
 
 
 class FrameReason(StrEnum):
@@ -57,7 +58,12 @@ class Bye:
     pass
 
 
-Frame = AudioFrame | Heartbeat | Bye
+@dataclass(frozen=True)
+class Feed:
+    pass
+
+
+Frame = AudioFrame | Heartbeat | Bye | Feed
 
 
 def speaker_tag(room: bytes, speaker: bytes) -> bytes:
@@ -83,6 +89,10 @@ def encode_bye() -> bytes:
     return bytes([FrameType.BYE])
 
 
+def encode_feed() -> bytes:
+    return bytes([FrameType.FEED])
+
+
 def decode(data: bytes) -> Frame:
     """Parse one link frame from a peer; raises ``Rejected`` for anything off-format."""
     if not data:
@@ -103,6 +113,8 @@ def decode(data: bytes) -> Frame:
         return Heartbeat(_HEARTBEAT.unpack(data)[1])
     if kind == FrameType.BYE and len(data) == 1:
         return Bye()
+    if kind == FrameType.FEED and len(data) == 1:
+        return Feed()
     raise Rejected(FrameReason.MALFORMED, f"type {kind:#x}, {len(data)} bytes")
 
 

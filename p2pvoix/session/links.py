@@ -60,6 +60,7 @@ class Link:
     closing: bool = False
     frames_in: int = field(default=0)
     bytes_out: int = 0
+    asks_feed: bool = False  # a standby link to our backup parent, whose feed we now want
 
     @property
     def id(self) -> str:
@@ -146,6 +147,24 @@ class LinkManager:
             del self._links[link.peer]
             del self._ids[link.id]
 
+    # ---- standby links (to and from a backup parent) ----
+
+    def ask_feed(self, peer: PublicKey) -> None:
+        """Our standby link to ``peer`` (our backup parent) is now our parent link: ask to be fed."""
+        link = self._links.get(peer)
+        if link is not None and link.up and link.initiator and not link.asks_feed:
+            link.asks_feed = True
+            link.rtc.send(wire.encode_feed())
+            link.last_sent = self._clock()
+
+    def start_feeding(self, peer_id: str) -> bool:
+        """A standby child asked to be fed: its link is a child link from now on."""
+        link = self._by_id(peer_id)
+        if link is None or link.initiator or link.role_asked != "backup":
+            return False
+        link.role_asked = "child"
+        return True
+
     # ---- opening links ----
 
     def connect(self, peer: PublicKey, role: str) -> asyncio.Task[bool] | None:
@@ -162,19 +181,25 @@ class LinkManager:
 
     async def _connect(self, peer: PublicKey, role: str) -> bool:
         link = self._new_link(peer, initiator=True, role=role)
+        started = self._clock()
         try:
             sdp = await link.rtc.create_offer()
+            offered = self._clock()
             offer = signalling.make_offer(
                 self.key, self.room, sdp=sdp,
                 fingerprints=signalling.format_fingerprints(link.rtc.local_fingerprints()),
                 nonce=os.urandom(signalling.NONCE_SIZE), role=role, now_ms=self._wall_ms(),
             )
             reply = await self.transport(peer.peer_id, offer.encoded)
+            answered = self._clock()
             answer = self._check_answer(reply, peer, offer)
             if not answer.accepted:
                 raise LinkRefused(answer.why or "no reason given")
             await link.rtc.accept_answer(answer.sdp)
             up = await asyncio.wait_for(link.rtc.wait_connected(), CONNECT_TIMEOUT_S)
+            logger.debug("link to %s as %s: offer %.0f ms, answer %.0f ms, up %.0f ms", peer.peer_id,
+                         role, (offered - started) * 1000, (answered - offered) * 1000,
+                         (self._clock() - answered) * 1000)
         except (Rejected, EnvelopeError) as exc:
             self.rejections.count(exc.reason)
             logger.warning("link to %s aborted: %s", peer.peer_id, exc)
@@ -224,8 +249,10 @@ class LinkManager:
         if old is not None:  # the peer restarted, or our own pending offer lost the glare
             await self._close_link(old, "replaced", bye=False)
         link = self._new_link(peer, initiator=False, role=offer.role)
+        started = self._clock()
         try:
             sdp = await link.rtc.accept_offer(offer.sdp)
+            logger.debug("answering %s took %.0f ms", peer.peer_id, (self._clock() - started) * 1000)
         except Rejected as exc:
             self.rejections.count(exc.reason)
             await self._discard(link)
@@ -337,6 +364,9 @@ class LinkManager:
                     continue
                 if now - link.last_sent >= HEARTBEAT_S * 0.8:
                     counter += 1
-                    link.rtc.send(wire.encode_heartbeat(counter))
+                    # FEED doubles as the heartbeat until the parent feeds us (a lost one is
+                    # repeated this way; the parent takes it once).
+                    link.rtc.send(wire.encode_feed() if link.asks_feed
+                                  else wire.encode_heartbeat(counter))
                     link.last_sent = now
                     link.heartbeats += 1

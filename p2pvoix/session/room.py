@@ -374,7 +374,10 @@ class RoomSession:
         person = self._participant(presence.identity, presence.relay_slots, presence.reach,
                                    presence.time_ms)
         if lost is not None and coordinator.is_parent_of(lost, presence.identity):
-            if not await self.node.ping(lost.peer_id, timeout=PROBE_TIMEOUT_S):
+            alive = await self.node.ping(lost.peer_id, timeout=PROBE_TIMEOUT_S)
+            logger.info("%s reports its parent %s lost; the probe %s", peer_id[-6:],
+                        lost.peer_id[-6:], "was answered" if alive else "failed: evicting it")
+            if not alive:
                 coordinator.evict(lost, self.node.now_ms())
         return coordinator.request(presence.identity, person, self.node.now_ms()).encoded
 

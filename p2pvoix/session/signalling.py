@@ -22,7 +22,7 @@ PROTOCOL = "/p2pvoix/media/1.0.0"
 MAX_SDP = 16 * 1024
 MAX_AGE_MS = 60_000
 NONCE_SIZE = 16
-ROLES = ("listen", "stage", "child")
+ROLES = ("listen", "stage", "child", "backup")
 
 _FINGERPRINT = Text(min=1, max=240)  # "sha-512 AB:CD:…" is 199 characters
 OFFER = KindSpec(

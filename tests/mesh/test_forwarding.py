@@ -11,6 +11,7 @@ from p2pvoix.mesh.forwarding import (
     Forwarder,
     LinkAlive,
     LinkBye,
+    LinkFeed,
     LinkInfo,
     LinkRole,
     Mode,
@@ -103,7 +104,7 @@ def test_duplicates_from_two_parents_play_once():
     assert Play not in kinds(forwarder.on_frame("new", audio(HOST, 7), 0))
     assert Play in kinds(forwarder.on_frame("new", audio(HOST, 8), 0))
     assert Play in kinds(forwarder.on_frame("old", audio(HOST, 6), 0))  # late but unseen
-    assert forwarder.rejections[DropReason.DUPLICATE] == 1
+    assert forwarder.duplicates == 1 and not forwarder.rejections.total()
 
 
 def test_floods_are_capped_per_speaker():
@@ -135,3 +136,20 @@ def test_no_sequence_number_is_played_twice_even_across_wrap(offsets, base):
             if isinstance(action, Play):
                 played.append(action.frame.seq)
     assert len(played) == len(set(played))
+
+
+def test_a_standby_child_is_fed_nothing_until_it_asks_and_sends_nothing_up():
+    forwarder = relay()
+    forwarder.set_links({
+        "up": LinkInfo(LinkRole.PARENT, HOST),
+        "c1": LinkInfo(LinkRole.CHILD, LISTENER),
+        "sb": LinkInfo(LinkRole.STANDBY, CHILD),
+    })
+    actions = forwarder.on_frame("up", audio(HOST, 1), 0)
+    assert actions[-1].links == ("c1",)  # the standby child hears nothing yet
+    assert forwarder.own_audio(audio(ME, 1)) == []  # (not on stage anyway)
+    assert kinds(forwarder.on_frame("sb", wire.encode_feed(), 0)) == [LinkAlive, LinkFeed]
+    assert forwarder.on_frame("sb", audio(HOST, 2), 0) == []
+    assert forwarder.rejections[DropReason.FROM_CHILD] == 1
+    # A feed on a link that is not a child's asks for nothing.
+    assert kinds(forwarder.on_frame("up", wire.encode_feed(), 0)) == [LinkAlive]

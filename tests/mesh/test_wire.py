@@ -31,6 +31,7 @@ def test_vector():
     assert wire.decode(wire.with_next_hop(data)).hops == 1
     assert wire.encode_heartbeat(5).hex() == "1200000005"
     assert wire.encode_bye().hex() == "13"
+    assert wire.encode_feed().hex() == "14" and wire.decode(bytes([0x14])) == wire.Feed()
 
 
 @pytest.mark.parametrize(
@@ -43,6 +44,7 @@ def test_vector():
         (bytes([0x11]) + b"\0" * 13 + bytes([17, 1]), "frame-too-many-hops"),
         (bytes([0x12, 0, 0]), "frame-malformed"),
         (bytes([0x13, 0]), "frame-malformed"),
+        (bytes([0x14, 0]), "frame-malformed"),
         (bytes([0x1F]), "frame-malformed"),
         (bytes([0x11]) + b"\0" * 14 + b"x" * 1276, "frame-malformed"),
     ],

@@ -69,6 +69,12 @@ class Worker:
 
 
 def _main(pipe: Connection, room_key: str, bootstrap: str, specs: list[NodeSpec]) -> None:
+    if os.environ.get("P2PVOIX_WORKER_LOG"):  # a directory: each worker logs there, for debugging
+        import logging
+        logging.basicConfig(
+            filename=Path(os.environ["P2PVOIX_WORKER_LOG"]) / f"worker-{specs[0].name}.log",
+            format="%(created).3f %(name)s %(message)s", level=logging.WARNING)
+        logging.getLogger("p2pvoix").setLevel(logging.DEBUG)
     try:
         asyncio.run(_serve(pipe, room_key, bootstrap, specs))
     except Exception as exc:  # report, so the test shows why instead of timing out
@@ -168,13 +174,9 @@ async def _do(command: dict[str, Any], sessions: list[Any], heard: list[dict]) -
     index = command["index"]
     session = sessions[index]
     if command["cmd"] == "kill":
-        for link in session.media.links.links().values():
-            link.rtc.send = lambda data: None
-        session.media.links.send = lambda *args: None
-        for task in list(session._tasks._tasks):
-            task.cancel()
-        await session.node.p2p.stop()
-        session._left = True  # dead: it will not say goodbye at quit
+        from tests.session.roomlab import kill_abruptly
+
+        await kill_abruptly(session)
         return {"killed": session.me.peer_id, "at": time.time()}
     if command["cmd"] == "rogue":
         from p2pvoix.audio.opus import OpusEncoder

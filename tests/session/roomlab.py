@@ -21,6 +21,7 @@ from p2pvoix.node.bridge import Portal
 from p2pvoix.node.config import NodeConfig
 from p2pvoix.node.runtime import Node
 from p2pvoix.room import Op
+from p2pvoix.session.events import Left
 from p2pvoix.session.media import AudioSettings
 from p2pvoix.session.room import RoomSession
 from tests.audiotools import read_wav, tone_presence
@@ -68,6 +69,8 @@ class Lab:
 
     async def __aexit__(self, *exc: object) -> None:
         await asyncio.gather(*(s.leave() for s in self.sessions), return_exceptions=True)
+        killed = [s for s in self.sessions if getattr(s, "killed", False)]
+        await asyncio.gather(*(s.media.stop() for s in killed), return_exceptions=True)
         await asyncio.gather(*(n.stop() for n in self.nodes), return_exceptions=True)
         await self.portal.stop()
         await asyncio.sleep(0.05)
@@ -158,6 +161,19 @@ def make_rogue(session: RoomSession) -> None:
     media.update = always_unmuted  # type: ignore[method-assign]
     media.forwarder.own_audio = send_everywhere  # type: ignore[method-assign]
     media.engine.muted = False
+
+
+async def kill_abruptly(session: RoomSession) -> None:
+    """As on SIGKILL: the node stops sending anything at once and says no goodbye."""
+    for link in session.media.links.links().values():
+        link.rtc.send = lambda data: None
+    session.media.links.send = lambda *args: None
+    for task in list(session._tasks._tasks):
+        task.cancel()
+    await session.node.p2p.stop()
+    session._left = Left("killed", "")  # dead: it will not say goodbye when the lab closes
+    session._closed.set()
+    session.killed = True  # (its media is released at the end, so no task is left behind)
 
 
 def share_with(pcm: np.ndarray, hz: float, start_s: float = 0.0, end_s: float | None = None,

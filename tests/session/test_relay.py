@@ -57,12 +57,14 @@ async def test_a_room_of_forty_through_four_relays_survives_a_rogue_and_a_relay_
                 if all(r["frames_since"] >= 30 for r in now):
                     break
                 await asyncio.sleep(1)
-            deaf = [(r["name"], r["frames_since"], (r["parent"] or "-")[-4:]) for r in now
-                    if r["frames_since"] < 30]
-            assert deaf == [], (deaf, host.coordinator.statistics())
+            deaf = [r for r in now if r["frames_since"] < 30]
+            assert deaf == [], "\n\n".join(_brief(r, host) for r in deaf)
             assert len(now) == WORKERS * (1 + LEAVES_PER_WORKER)
             stats = host.coordinator.statistics()
-            assert stats["attached"] == len(now) and stats["max_depth"] <= 2
+            planned = {PublicKey(m.id).peer_id for m in host.coordinator.planner.members()}
+            unplanned = [r["name"] for r in now if r["peer_id"] not in planned]
+            assert stats["attached"] == len(now) and stats["max_depth"] <= 2, (
+                unplanned, len(host.roster), host.node.statistics())
             assert host.media.children() <= HOST_SLOTS
             assert all(r["children"] <= r["slots"] for r in now)
             assert sum(r["forwarded"] for r in now if r["name"].startswith("relay")) > 0
@@ -91,8 +93,9 @@ async def test_a_room_of_forty_through_four_relays_survives_a_rogue_and_a_relay_
             await asyncio.sleep(6)
             after = {r["name"]: r for r in await rows(killed - 0.5)}
             for name in orphans:
-                assert after[name]["max_gap_since"] <= 2.0, after[name]
-                assert after[name]["last"] > time.time() - 0.5, after[name]
+                row = after[name]
+                back = row["last"] is not None and row["last"] > time.time() - 0.5
+                assert back and (row["max_gap_since"] or 99) <= 2.0, _brief(row, host)
         finally:
             await asyncio.gather(*(asyncio.to_thread(w.close) for w in workers))
         # The sampled listeners' recordings hold the tone (by spectrum) apart from the edges
@@ -100,3 +103,9 @@ async def test_a_room_of_forty_through_four_relays_survives_a_rogue_and_a_relay_
         for w in range(WORKERS):
             pcm, _ = read_wav(tmp_path / f"leaf{w}.0.wav")
             assert share_with(pcm, 440, 1.0, len(pcm) / 48_000 - 1.0) >= 0.85
+
+
+def _brief(row: dict, host) -> str:  # type: ignore[no-untyped-def]
+    """The facts that explain an orphan that did not come back, in full (pytest cuts dicts)."""
+    plan = host.coordinator.statistics() if host.coordinator else {}
+    return "\n".join(f"{key}={value}" for key, value in (*row.items(), ("coordinator", plan)))

@@ -1,0 +1,55 @@
+"""Tree repair in one process: a listener's parent dies and its standby backup feeds it at once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from p2pvoix.mesh.capacity import CapacityPolicy
+from p2pvoix.mesh.forwarding import LinkRole
+from tests.session.roomlab import Lab, kill_abruptly, share_with
+
+pytestmark = [pytest.mark.async_timeout(40), pytest.mark.timeout(60)]
+
+
+def slots(n: int) -> CapacityPolicy:
+    return CapacityPolicy(max_slots=n, measure=False)
+
+
+async def test_a_dead_parent_is_replaced_by_the_standby_backup_within_two_seconds(tmp_path):
+    async with Lab(tmp_path) as lab:
+        host = await lab.host("host", 440, capacity=slots(2))
+        relays = [await lab.join(f"relay{i}", None, record=False, capacity=slots(2))
+                  for i in (1, 2)]
+        listener = await lab.join("listener", None, capacity=slots(0))
+        # The host's two slots go to the relays; the listener hangs from one relay and keeps a
+        # standby link to the other, which the plan names as its backup.
+        await lab.until(lambda: lab.logs[listener].last(host.me) is not None, 15)
+        await lab.until(lambda: listener.media.parent in {r.me for r in relays}
+                        and listener.media._backup in {r.me for r in relays}
+                        and listener.media.links.is_up(listener.media._backup), 15)
+        parent = next(r for r in relays if r.me == listener.media.parent)
+        backup = next(r for r in relays if r is not parent)
+        assert backup.media._role_for(listener.me) is LinkRole.STANDBY
+        assert backup.media.children() == 1  # the standby link holds its promised slot
+        await asyncio.sleep(1.0)
+
+        await kill_abruptly(parent)
+        killed = time.monotonic()
+        await lab.until(lambda: (lab.logs[listener].first_after(host.me, killed + 0.1)
+                                 is not None), 5)
+        back = lab.logs[listener].first_after(host.me, killed + 0.1) - killed
+        assert back <= 2.0, f"audio came back {back:.2f} s after the parent died"
+        # The backup feeds it as a child now, and the sequencer's plan agrees.
+        assert backup.media._role_for(listener.me) is LinkRole.CHILD
+        await lab.until(lambda: listener.plan.assignment is not None
+                        and listener.plan.assignment.parent == backup.me, 5)
+        await asyncio.sleep(1.5)
+        resumed = time.monotonic()
+        await listener.leave()  # finalises its recording
+
+        pcm = lab.recording(listener)
+        assert share_with(pcm, 440, lab.at(listener, killed) + back + 0.2,
+                          lab.at(listener, resumed)) >= 0.95
