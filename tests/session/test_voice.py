@@ -40,6 +40,7 @@ async def test_every_listener_hears_every_speaker_and_a_promoted_listener_is_hea
             return lab.logs[session].last(speaker.me) is not None
 
         await lab.until(lambda: all(hears(s, host) and hears(s, second) for s in listeners), 10)
+        await lab.until(lambda: all(rogue.media.links.is_up(s.me) for s in (host, second)), 10)
         both_on_stage = time.monotonic()
         await asyncio.sleep(3)
 
@@ -65,7 +66,7 @@ async def test_every_listener_hears_every_speaker_and_a_promoted_listener_is_hea
             assert share_with(pcm, 1000) == 0.0, f"{session.name} heard the unpromoted rogue"
         # The rogue's stream died at the first node that received it.
         dropped = sum(s.media.forwarder.rejections[DropReason.NOT_AUDIBLE] for s in (host, second))
-        assert dropped > 50
+        assert dropped > 50, [s.media.statistics() for s in (host, second, rogue)]
 
 
 @pytest.mark.parametrize("op", ["mute", "demote", "remove", "ban"])
