@@ -8,7 +8,7 @@ network: the live command feeds lines in and renders what the session emits.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields, is_dataclass
 from enum import Enum
 from typing import Any
@@ -125,7 +125,7 @@ def event_json(event: Any, name_of: Callable[[PublicKey], str]) -> dict[str, Any
     data: dict[str, Any] = {"type": snake(type(event).__name__)}
     if is_dataclass(event):
         for field in fields(event):
-            data[field.name] = _jsonable(getattr(event, field.name), name_of, field.name)
+            data[field.name] = jsonable(getattr(event, field.name), name_of, field.name)
     return data
 
 
@@ -170,7 +170,8 @@ def snake(name: str) -> str:
     return "".join(out)
 
 
-def _jsonable(value: Any, name_of: Callable[[PublicKey], str], field: str = "") -> Any:
+def jsonable(value: Any, name_of: Callable[[PublicKey], str], field: str = "") -> Any:
+    """``value`` with keys, bytes, enums and dataclasses made into what ``json.dumps`` takes."""
     if isinstance(value, PublicKey) and field == "room":
         return RoomKey(value).text()
     if isinstance(value, PublicKey):
@@ -180,7 +181,20 @@ def _jsonable(value: Any, name_of: Callable[[PublicKey], str], field: str = "") 
     if isinstance(value, bytes):
         return value.hex()
     if isinstance(value, tuple | list):
-        return [_jsonable(item, name_of) for item in value]
+        return [jsonable(item, name_of) for item in value]
+    if isinstance(value, Mapping):
+        # Statistics key some figures by raw identity bytes, which JSON objects cannot.
+        return {_json_key(key): jsonable(item, name_of) for key, item in value.items()}
     if is_dataclass(value):
-        return {f.name: _jsonable(getattr(value, f.name), name_of) for f in fields(value)}
+        return {f.name: jsonable(getattr(value, f.name), name_of) for f in fields(value)}
     return value
+
+
+def _json_key(key: Any) -> str | int | float | bool | None:
+    if isinstance(key, PublicKey):
+        return key.peer_id
+    if isinstance(key, bytes):
+        return key.hex()
+    if isinstance(key, Enum):
+        return str(key.value)
+    return key if isinstance(key, str | int | float | bool) or key is None else str(key)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import stat
 import sys
@@ -28,6 +29,7 @@ from p2pvoix.cli.interact import (
     CommandError,
     event_json,
     event_text,
+    jsonable,
     parse_command,
     resolve,
 )
@@ -43,7 +45,10 @@ from p2pvoix.node.runtime import Node
 from p2pvoix.room import Op, hand_queue, stage
 from p2pvoix.session.events import Left
 from p2pvoix.session.media import AudioSettings
+from p2pvoix.session.presence import ParticipantJoined, ParticipantLeft, ParticipantUpdated
 from p2pvoix.session.room import NotAllowed, RoomSession
+
+logger = logging.getLogger(__name__)
 
 # How a session's end maps to the process's exit code.
 EXIT_CODES = {"leave": 0, "ended": 0, "removed": 4, "banned": 4, "lost": 5}
@@ -246,12 +251,23 @@ async def run_live(config: LiveConfig) -> int:
 
 async def _live(session: RoomSession, config: LiveConfig, out: Output, stop: asyncio.Event,
                 started: float) -> int:
+    # Names outlive presence: by the time "participant_left" or "room_ended" is written, the
+    # roster has already forgotten who that was.
+    names: dict[PublicKey, str] = {}
+
     def name_of(key: PublicKey) -> str:
-        return session.name if key == session.me else session.roster.name_of(key)
+        if key == session.me:
+            return session.name
+        presence = session.roster.get(key)
+        if presence is not None:
+            names[key] = presence.name
+        return names.get(key) or session.roster.name_of(key)
 
     async def pump() -> None:
         while True:
             event = await session.events.get()
+            if isinstance(event, ParticipantJoined | ParticipantUpdated | ParticipantLeft):
+                names[event.identity] = event.name
             data = event_json(event, name_of)
             if data["type"] == "first_audio":
                 data["after_s"] = round(time.monotonic() - started, 3)
@@ -273,6 +289,11 @@ async def _live(session: RoomSession, config: LiveConfig, out: Output, stop: asy
                 out.error(str(exc))
             except NotAllowed as exc:
                 out.error(exc.detail)
+            except Exception as exc:
+                # A command must never end the loop that reads the next one (`leave` included):
+                # a bug here is reported on the spot and the room goes on.
+                logger.exception("command %r failed", line.strip()[:80])
+                out.error(f"internal error: {type(exc).__name__}: {exc}")
 
     pump_task = asyncio.create_task(pump())
     command_task = asyncio.create_task(commands())
@@ -304,7 +325,7 @@ async def _carry_out(session: RoomSession, command: Command, out: Output,
         return
     if command.name == "status":
         state = session.state
-        out.emit({"type": "status", **session.statistics()},
+        out.emit({"type": "status", **jsonable(session.statistics(), name_of)},
                  f"“{state.title}”: you are {session.role.value}; stage: "
                  + ", ".join(name_of(m.identity) + (" (muted)" if m.muted else "")
                              for m in stage(state))

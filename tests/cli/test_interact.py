@@ -1,5 +1,7 @@
 """Command lines and event rendering of the JSON/text interface, without any network."""
 
+import json
+
 import pytest
 
 from p2pvoix.cli.interact import (
@@ -7,6 +9,7 @@ from p2pvoix.cli.interact import (
     CommandError,
     event_json,
     event_text,
+    jsonable,
     parse_command,
     resolve,
 )
@@ -58,3 +61,10 @@ def test_events_as_json_and_text():
     change = RoleChanged(AMIR, Role.AUDIENCE, Role.SPEAKER, AMINA)
     assert event_json(change, names)["new"] == "speaker"
     assert event_text(change, names) == "* Amir is now speaker"
+
+
+def test_statistics_keyed_by_identity_bytes_become_json():
+    names = dict((k, n) for k, n in PEOPLE).get
+    figures = {"fanout": {AMINA.raw: 2}, "by_key": {AMIR: 1}, "role": Role.SPEAKER}
+    assert json.loads(json.dumps(jsonable(figures, names))) == {
+        "fanout": {AMINA.raw.hex(): 2}, "by_key": {AMIR.peer_id: 1}, "role": "speaker"}
