@@ -34,6 +34,7 @@ HEARTBEAT_S = 0.25
 RTP_OVERHEAD = 12 + 10 + 8 + 20  # RTP header, SRTP tag, UDP, IPv4: bytes on the wire per frame
 DEAD_AFTER_S = 1.2  # ~5 heartbeats: unambiguous, and leaves room for a tree repair in < 2 s
 CONNECT_TIMEOUT_S = 10.0
+STALL_EXCUSES = 3  # liveness rounds in a row in which our own stall excuses a peer's silence
 
 # (peer id, request payload) -> response payload; the node's room request in production, a
 # man-in-the-middle in the tampering test.
@@ -245,14 +246,16 @@ class LinkManager:
             return signalling.make_answer(
                 self.key, self.room, offer=offer, now_ms=self._wall_ms(), why=refusal
             ).encoded
+        started = self._clock()
         old = self._links.get(peer)
         if old is not None:  # the peer restarted, or our own pending offer lost the glare
             await self._close_link(old, "replaced", bye=False)
+        closed = self._clock()
         link = self._new_link(peer, initiator=False, role=offer.role)
-        started = self._clock()
         try:
             sdp = await link.rtc.accept_offer(offer.sdp)
-            logger.debug("answering %s took %.0f ms", peer.peer_id, (self._clock() - started) * 1000)
+            logger.debug("answering %s took %.0f ms (closing its old link %.0f ms)", peer.peer_id,
+                         (self._clock() - started) * 1000, (closed - started) * 1000)
         except Rejected as exc:
             self.rejections.count(exc.reason)
             await self._discard(link)
@@ -352,14 +355,21 @@ class LinkManager:
 
     async def run_liveness(self) -> None:
         """Send heartbeats and close links that went silent; runs until cancelled."""
-        counter = 0
+        counter = excused = 0
+        woke = self._clock()
         while True:
             await asyncio.sleep(HEARTBEAT_S / 2)
             now = self._clock()
+            late, woke = now - woke - HEARTBEAT_S / 2, now
+            # Woken late, this node itself was stalled (CPU starved, a long GC): the frames its
+            # peers sent meanwhile may still wait in its sockets, so silence is no evidence this
+            # round. Only for a few rounds in a row: a chronically late node must still notice.
+            stalled = late > HEARTBEAT_S and excused < STALL_EXCUSES
+            excused = excused + 1 if stalled else 0
             for link in list(self._links.values()):
                 if not link.up or link.closing:
                     continue
-                if now - link.last_heard > DEAD_AFTER_S:
+                if now - link.last_heard > DEAD_AFTER_S and not stalled:
                     await self._close_link(link, "timeout", bye=False)
                     continue
                 if now - link.last_sent >= HEARTBEAT_S * 0.8:
