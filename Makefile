@@ -24,6 +24,13 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
+# Every decoder of a peer's bytes under the long hypothesis profile (docs/fuzzing.md): about ten
+# minutes on two cores. FUZZ_EXAMPLES sets the examples per test; `make test` runs 30 of each.
+FUZZ_EXAMPLES ?= 2500
+fuzz: $(STAMP)
+	P2PVOIX_FUZZ=long FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest tests/fuzz \
+	  --timeout=3600 -q --durations=10 $(PYTEST_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check p2pvoix tests bench
 

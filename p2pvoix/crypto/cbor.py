@@ -12,7 +12,7 @@ byte string.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
 import cbor2
 
@@ -21,6 +21,22 @@ from p2pvoix.crypto.errors import EnvelopeError, EnvelopeReason
 MAX_DEPTH = 8
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
+# The tags cbor2 decodes by itself. Each is refused as it is met: some decoders cost far more than
+# the bytes that ask for them (tag 35 compiles a regular expression, which ``re`` then caches; tag
+# 36 parses a MIME message), and no tag is in the data model anyway.
+_SEMANTIC_TAGS = (0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100, 256, 258, 260, 261,
+                  1004, 43000, 55799)
+
+
+class _Tagged(Exception):
+    pass
+
+
+def _refuse_tag(*_: Any) -> NoReturn:
+    raise _Tagged
+
+
+_NO_TAGS = {tag: _refuse_tag for tag in _SEMANTIC_TAGS}
 
 
 def encode(value: Any) -> bytes:
@@ -44,8 +60,12 @@ def decode(data: bytes, *, max_size: int) -> Any:
             max_depth=MAX_DEPTH + 1,
             allow_indefinite=False,
             allow_duplicate_keys=False,
+            semantic_decoders=_NO_TAGS,
+            tag_hook=_refuse_tag,
         )
     except cbor2.CBORDecodeError as exc:
+        if isinstance(exc.__cause__, _Tagged):
+            raise EnvelopeError(EnvelopeReason.MALFORMED, "tags are not allowed") from None
         reason = EnvelopeReason.TOO_DEEP if "depth" in str(exc) else EnvelopeReason.MALFORMED
         raise EnvelopeError(reason, str(exc)) from None
     except (ValueError, TypeError, OverflowError, RecursionError, MemoryError) as exc:

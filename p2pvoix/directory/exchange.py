@@ -29,7 +29,7 @@ def check_request(data: bytes) -> None:
         value: Any = cbor.decode(data, max_size=64)
     except EnvelopeError as exc:
         raise Rejected(ExchangeReason.MALFORMED, str(exc)) from None
-    if value != {"v": 1}:
+    if not _version_1(value, {"v"}):
         raise Rejected(ExchangeReason.MALFORMED, "unknown request")
 
 
@@ -42,9 +42,15 @@ def decode_reply(data: bytes) -> list[bytes]:
         value: Any = cbor.decode(data, max_size=MAX_REPLY)
     except EnvelopeError as exc:
         raise Rejected(ExchangeReason.MALFORMED, str(exc)) from None
-    rooms = value.get("rooms") if isinstance(value, dict) and value.get("v") == 1 else None
+    rooms = value["rooms"] if _version_1(value, {"v", "rooms"}) else None
     if not isinstance(rooms, list) or len(rooms) > MAX_ROOMS:
         raise Rejected(ExchangeReason.MALFORMED, "not a room list")
     if not all(isinstance(item, bytes) and len(item) <= 2048 for item in rooms):
         raise Rejected(ExchangeReason.MALFORMED, "a room record is not bytes or too large")
     return rooms
+
+
+def _version_1(value: Any, fields: set[str]) -> bool:
+    """A map of exactly ``fields`` with ``"v": 1`` (``true`` equals 1 in Python, not on the wire)."""
+    return (isinstance(value, dict) and set(value) == fields
+            and type(value["v"]) is int and value["v"] == 1)

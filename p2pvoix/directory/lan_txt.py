@@ -21,9 +21,11 @@ MAX_ADDRS = 8
 MAX_ROOMS = 2
 MAX_TXT_BYTES = 1300  # keeps one mDNS response within a single Ethernet-sized packet
 _CHUNK = 200
-_PEER_ID = re.compile(rb"^[1-9A-HJ-NP-Za-km-z]{40,60}$")
-_ADDR = re.compile(rb"^/[\x21-\x7e]{1,127}$")
-_ROOM_CHUNK = re.compile(rb"^r([0-9])\.([0-9])$")
+# Matched with fullmatch: "$" would also match before a final newline.
+_PEER_ID = re.compile(rb"[1-9A-HJ-NP-Za-km-z]{40,60}")
+_ADDR = re.compile(rb"/[\x21-\x7e]{1,127}")
+_ROOM_CHUNK = re.compile(rb"r([0-9])\.([0-9])")
+_BASE64URL = re.compile(rb"[A-Za-z0-9_-]+")
 
 
 class TxtReason(StrEnum):
@@ -65,19 +67,19 @@ def decode_txt(props: dict[bytes, bytes | None]) -> LanAdvert:
     if props.get(b"v") != TXT_VERSION:
         raise Rejected(TxtReason.VERSION, repr(props.get(b"v"))[:20])
     peer = props.get(b"p")
-    if not isinstance(peer, bytes) or not _PEER_ID.match(peer):
+    if not isinstance(peer, bytes) or not _PEER_ID.fullmatch(peer):
         raise Rejected(TxtReason.MALFORMED, "peer id")
     addrs = []
     for index in range(MAX_ADDRS):
         addr = props.get(b"a%d" % index)
         if addr is None:
             break
-        if not _ADDR.match(addr):
+        if not _ADDR.fullmatch(addr):
             raise Rejected(TxtReason.MALFORMED, f"address {index}")
         addrs.append(addr.decode())
     chunks: dict[int, dict[int, bytes]] = {}
     for key, value in props.items():
-        match = _ROOM_CHUNK.match(key)
+        match = _ROOM_CHUNK.fullmatch(key)
         if match is None:
             continue  # unknown keys are ignored (RFC 6763 §6.4)
         if not isinstance(value, bytes) or not value:
@@ -89,6 +91,9 @@ def decode_txt(props: dict[bytes, bytes | None]) -> LanAdvert:
         if sorted(parts) != list(range(len(parts))):
             raise Rejected(TxtReason.MALFORMED, f"room {room_index} has missing chunks")
         text = b"".join(parts[i] for i in range(len(parts)))
+        # b64decode with altchars would also take "+", "/" and "=" inside the text.
+        if not _BASE64URL.fullmatch(text):
+            raise Rejected(TxtReason.MALFORMED, f"room {room_index} is not base64url")
         try:
             # validate=True: the default silently drops characters outside the alphabet.
             padded = text + b"=" * (-len(text) % 4)

@@ -99,7 +99,7 @@ def decode_request(data: bytes) -> tuple[bytes, PublicKey | None]:
         value = cbor.decode(data, max_size=4096)
     except EnvelopeError as exc:
         raise Rejected(PlanReason.MALFORMED, exc.reason) from None
-    if not isinstance(value, dict) or value.get("v") != 1 or set(value) - {"v", "presence", "lost"}:
+    if not isinstance(value, dict) or not _version_1(value.get("v")) or set(value) - {"v", "presence", "lost"}:
         raise Rejected(PlanReason.MALFORMED, "fields")
     presence, lost = value.get("presence"), value.get("lost")
     if not isinstance(presence, bytes) or (lost is not None and
@@ -160,3 +160,8 @@ def _plan(envelope) -> Plan:  # type: ignore[no-untyped-def]
     )
     return Plan(envelope.signer, body["topology"], body["epoch"], envelope.seq or 0, entries,
                 envelope.encoded)
+
+
+def _version_1(v: Any) -> bool:
+    """Version 1 exactly: CBOR true is not 1 (Python's True == 1 would let it pass)."""
+    return type(v) is int and v == 1

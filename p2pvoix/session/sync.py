@@ -49,7 +49,7 @@ def encode_request(request: SyncRequest) -> bytes:
 def decode_request(data: bytes) -> SyncRequest:
     value = _decode(data, 128)
     after = value.get("after")
-    if set(value) - {"v", "after"} or value.get("v") != 1:
+    if set(value) - {"v", "after"} or not _version_1(value.get("v")):
         raise Rejected(SyncReason.MALFORMED, "unknown request fields or version")
     if after is not None and (not isinstance(after, bytes) or len(after) != _DIGEST):
         raise Rejected(SyncReason.MALFORMED, "after is not a digest")
@@ -70,7 +70,7 @@ def encode_reply(reply: SyncReply) -> bytes:
 def decode_reply(data: bytes) -> SyncReply:
     value = _decode(data, MAX_REPLY)
     if set(value) != {"v", "genesis", "checkpoint", "entries", "presence", "more"} or \
-            value["v"] != 1:
+            not _version_1(value["v"]):
         raise Rejected(SyncReason.MALFORMED, "unknown reply fields or version")
     genesis, checkpoint = value["genesis"], value["checkpoint"]
     entries, presence, more = value["entries"], value["presence"], value["more"]
@@ -93,3 +93,8 @@ def _decode(data: bytes, max_size: int) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise Rejected(SyncReason.MALFORMED, "not a map")
     return value
+
+
+def _version_1(v: Any) -> bool:
+    """Version 1 exactly: CBOR true is not 1 (Python's True == 1 would let it pass)."""
+    return type(v) is int and v == 1
