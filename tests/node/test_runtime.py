@@ -20,7 +20,7 @@ from p2pvoix.directory.records import announce, dht_key
 from p2pvoix.identity.store import Identity
 from p2pvoix.node.bridge import Portal
 from p2pvoix.node.config import NodeConfig
-from p2pvoix.node.p2p import BadMultiaddr, InvalidRecord, P2PConfig, P2PNode
+from p2pvoix.node.p2p import BadMultiaddr, InvalidRecord, P2PConfig, P2PNode, RequestTimeout
 from p2pvoix.node.runtime import ROOMS_TOPIC, Node, NodeUnreachable, RoomNotFound
 
 LOOPBACK = ("/ip4/127.0.0.1/tcp/0",)
@@ -212,3 +212,31 @@ async def _one_cycle(anchor: Node, i: int = 0) -> None:
 
 def test_sources_are_recorded_per_listing():
     assert {Source.GOSSIP, Source.DHT, Source.LAN} == set(Source)
+
+
+async def test_an_unanswered_idempotent_request_is_sent_again_within_its_timeout():
+    """py-libp2p under load loses some requests outright; room_request tries again in time."""
+    room = bytes(32)
+    async with network(2) as (server, client):
+        calls: list[bytes] = []
+
+        async def answer(peer_id: str, payload: bytes) -> bytes:
+            calls.append(payload)
+            if len(calls) == 1:
+                await asyncio.sleep(30)  # the first one is "lost": it is never answered
+            return b"ok:" + payload
+
+        server.set_room_handler("/p2pvoix/test-echo/1.0.0", room, answer)
+        await wait_for(lambda: server.peer_id in client.p2p.connected_peers(), 10)
+        started = time.monotonic()
+        reply = await client.room_request(server.peer_id, "/p2pvoix/test-echo/1.0.0", room, b"x",
+                                          timeout=3.0)
+        assert reply == b"ok:x" and len(calls) == 2
+        assert time.monotonic() - started < 3.0 and client.requests_retried == 1
+
+        # A request that must not be repeated (an action) waits out its timeout once instead.
+        calls.clear()
+        with pytest.raises(RequestTimeout):
+            await client.room_request(server.peer_id, "/p2pvoix/test-echo/1.0.0", room, b"y",
+                                      timeout=1.5, idempotent=False)
+        assert len(calls) == 1
