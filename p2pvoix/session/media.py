@@ -62,6 +62,7 @@ from p2pvoix.session.links import LinkManager, SignalTransport
 
 logger = logging.getLogger(__name__)
 
+BACKUP_RETRY_S = 5.0  # a backup that refused a standby link is asked again after this
 PARENT_ATTEMPTS = 2  # failed attempts to reach the assigned parent before asking for another
 
 
@@ -103,7 +104,9 @@ class MediaPlane:
         self.slots = 0  # children this node accepts (advertised in its presence)
         self._parent: PublicKey | None = None  # tree: the parent my assignment names
         self._backup: PublicKey | None = None
-        self._backup_failed: PublicKey | None = None  # refused our standby link: not redialed
+        # A backup that refused our standby link or did not answer, and when: it is dialed again
+        # only after BACKUP_RETRY_S (a refusal is usually a plan in flux, a timeout a busy peer).
+        self._backup_failed: tuple[PublicKey, float] | None = None
         self.on_parent_lost: Callable[[PublicKey], None] = lambda parent: None
         self._failures: dict[PublicKey, int] = {}  # failed attempts to reach the assigned parent
         self.forwarder = Forwarder(self.me, room, mode)
@@ -199,7 +202,10 @@ class MediaPlane:
         if not self.links.is_up(parent):
             return
         backup = self._backup
-        if (backup is not None and backup not in (self.me, parent, self._backup_failed)
+        failed = self._backup_failed
+        resting = (failed is not None and failed[0] == backup
+                   and time.monotonic() - failed[1] < BACKUP_RETRY_S)
+        if (backup is not None and backup not in (self.me, parent) and not resting
                 and backup not in current and not self.links.connecting(backup)):
             task = self.links.connect(backup, "backup")
             if task is not None:
@@ -238,10 +244,10 @@ class MediaPlane:
         return {m.identity for m in stage(state) if may_play(state, m.identity)}
 
     def _backup_attempt(self, backup: PublicKey, task: asyncio.Task[bool]) -> None:
-        """A backup that refused (full under a newer plan, or gone) is not dialed again until
-        the plan names another: repair then takes the slower way, a new link to a new parent."""
+        """A backup that refused (full under a newer plan, or gone) rests a while; meanwhile a
+        repair takes the slower way, a new link to a new parent."""
         if not task.cancelled() and not task.result():
-            self._backup_failed = backup
+            self._backup_failed = (backup, time.monotonic())
 
     def _parent_attempt(self, parent: PublicKey, task: asyncio.Task[bool]) -> None:
         """A parent that keeps refusing us (full, or gone) is reported, so the plan changes."""
@@ -277,6 +283,10 @@ class MediaPlane:
     @property
     def parent(self) -> PublicKey | None:
         return self._parent
+
+    @property
+    def backup(self) -> PublicKey | None:
+        return self._backup
 
     def children(self) -> int:
         """Links that take a relay slot: children fed now, and standby children whose backup

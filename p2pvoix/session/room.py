@@ -64,7 +64,8 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_EVERY = 100  # entries between two checkpoints signed by the owner's node
 REBALANCE_EVERY_S = 5.0  # the sequencer improves the tree this often
 PLAN_RETRY_S = 3.0  # a listener without an assignment asks again this often
-PROBE_TIMEOUT_S = 0.7  # a parent reported dead must answer a ping within this to stay
+PROBE_TIMEOUT_S = 1.5  # a parent reported dead must answer a ping within this to stay (0.7 s
+# evicted live relays under load; orphans with a standby link are fed meanwhile anyway)
 CAPACITY_SAMPLE_S = 2.0
 SEQUENCER_SILENT_MS = 15_000  # no presence from the sequencer for this long: it is gone
 ACT_TIMEOUT_S = 5.0
@@ -337,12 +338,28 @@ class RoomSession:
     def _follow(self, plan: planning.Plan) -> None:
         changed = self.plan.take(plan)
         if changed is not None or self.media.mode.value != plan.topology:
+            self._apply_plan()
             mine = self.plan.assignment
-            self.media.set_plan(plan.topology, mine.parent if mine else None,
-                                mine.backup if mine else None)
             if mine is not None and mine.backup is not None and self._left is None:
                 # Dial the backup now, so that failing over costs no libp2p handshake.
                 self._tasks.spawn(self._ensure_connected(mine.backup), "dial backup parent")
+
+    def _apply_plan(self) -> None:
+        mine = self.plan.assignment
+        self.media.set_plan(self.plan.topology, mine.parent if mine else None,
+                            mine.backup if mine else None)
+
+    def _plan_drifted(self) -> bool:
+        """Whether the media plane left my assignment behind: a failover without a backup, or
+        a parent the sequencer kept after a false report (its plan did not change, so no new
+        plan arrives to say so again)."""
+        mine = self.plan.assignment
+        if mine is None or self.media.mode.value != self.plan.topology:
+            return False
+        fed = self.media.parent is not None and self.media.links.is_up(self.media.parent)
+        # A node fed by a parent of its own choosing (its backup, after a failover) waits for
+        # the sequencer's next plan instead of going back to a parent that may be dead.
+        return not fed and (self.media.parent, self.media.backup) != (mine.parent, mine.backup)
 
     async def _ask_for_plan(self, lost: PublicKey | None = None) -> None:
         """Ask the sequencer for my assignment now (joining, or my parent died)."""
@@ -451,7 +468,8 @@ class RoomSession:
         try:
             await self._ensure_connected(sequencer)
             reply = submit.decode_reply(await self.node.room_request(
-                sequencer.peer_id, submit.PROTOCOL, self.room.raw, action, timeout=ACT_TIMEOUT_S))
+                sequencer.peer_id, submit.PROTOCOL, self.room.raw, action, timeout=ACT_TIMEOUT_S,
+                idempotent=False))  # a resent action the sequencer took would come back refused
         except Rejected as exc:
             self.rejections.count(exc.reason)
             return submit.SubmitReply(False, exc.reason, None)
@@ -567,6 +585,8 @@ class RoomSession:
             now = self.node.now_ms()
             for event in self.roster.expire(now):
                 self._emit(event)
+            if self._plan_drifted():
+                self._apply_plan()
             self._update_media()
             await self._catch_up()
             self._maybe_take_over(now)
