@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench fuzz lab lint clean
+.PHONY: test demo bench fuzz lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,11 +15,9 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Until `p2pvoix demo` exists this shows the most complete thing the CLI does so far, and says so.
+# The main job: a whole room on this machine, no devices needed (p2pvoix/demo).
 demo: $(STAMP)
-	@if $(BIN)/p2pvoix demo --help >/dev/null 2>&1; then $(BIN)/p2pvoix demo; else \
-	  echo "p2pvoix demo is not built yet; showing a demo identity instead:"; \
-	  $(BIN)/p2pvoix id --home .demo-home; fi
+	$(BIN)/p2pvoix demo $(DEMO_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
@@ -32,7 +30,7 @@ fuzz: $(STAMP)
 	  --timeout=3600 -q --durations=10 $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check p2pvoix tests bench
+	$(BIN)/ruff check p2pvoix tests bench examples
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
