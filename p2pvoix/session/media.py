@@ -107,6 +107,7 @@ class MediaPlane:
         # A backup that refused our standby link or did not answer, and when: it is dialed again
         # only after BACKUP_RETRY_S (a refusal is usually a plan in flux, a timeout a busy peer).
         self._backup_failed: tuple[PublicKey, float] | None = None
+        self._preempted: set[PublicKey] = set()  # standby children being closed to free a slot
         self.on_parent_lost: Callable[[PublicKey], None] = lambda parent: None
         self._failures: dict[PublicKey, int] = {}  # failed attempts to reach the assigned parent
         self.forwarder = Forwarder(self.me, room, mode)
@@ -293,7 +294,8 @@ class MediaPlane:
         this node is (the plan promised them the slot). A link opened as a child's that became a
         stage link (its node was promoted) no longer takes a slot."""
         return sum(1 for peer in self.links.links()
-                   if self._role_for(peer) in (LinkRole.CHILD, LinkRole.STANDBY))
+                   if self._role_for(peer) in (LinkRole.CHILD, LinkRole.STANDBY)
+                   and peer not in self._preempted)
 
     def _refresh_links(self) -> None:
         infos = {}
@@ -314,10 +316,13 @@ class MediaPlane:
         if role in ("child", "backup"):
             if self.children() < self.slots:
                 return None
-            standby = [p for p in self.links.links() if self._role_for(p) is LinkRole.STANDBY]
+            standby = [p for p in self.links.links()
+                       if self._role_for(p) is LinkRole.STANDBY and p not in self._preempted]
             if role == "child" and standby:
                 # A child to feed now comes before a promise made under an older plan: that
-                # standby child loses its backup and asks the sequencer for another.
+                # standby child loses its backup and asks the sequencer for another. Its slot is
+                # free from now on, not once the close is done.
+                self._preempted.add(standby[0])
                 self._tasks.spawn(self.links.close(standby[0], "slot needed"), "free a slot")
                 return None
             return f"no free relay slot ({self.slots} in use)"
@@ -326,17 +331,22 @@ class MediaPlane:
         return None
 
     def _on_link_up(self, peer: PublicKey) -> None:
+        self._preempted.discard(peer)  # a new link from a peer whose old one we closed
         self._refresh_links()
         self._emit(LinkUp(peer))
         if self.mode is Mode.TREE and peer == self._parent:
             self.reconcile()  # now: leave the old parent, dial the backup, or ask it to feed us
 
     def _on_link_down(self, peer: PublicKey, reason: str) -> None:
+        self._preempted.discard(peer)
         self._refresh_links()
         self.engine.remove_stream(peer.peer_id)
         self._emit(LinkDown(peer, reason))
         if self.mode is Mode.TREE and peer == self._parent and reason not in ("moved", "leaving"):
             # Repair starts here, before the sequencer hears of it: the backup is already known.
+            logger.info("parent %s lost (%s); backup %s, standby link %s", peer.peer_id[-6:],
+                        reason, self._backup.peer_id[-6:] if self._backup else None,
+                        "up" if self._backup and self.links.is_up(self._backup) else "not up")
             self._parent, self._backup = self._backup, None
             self.on_parent_lost(peer)
             self.reconcile()

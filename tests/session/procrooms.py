@@ -169,6 +169,8 @@ async def _do(command: dict[str, Any], sessions: list[Any], heard: list[dict]) -
                                      default=None),
                 "parent": assignment.parent.peer_id if assignment and assignment.parent else None,
                 "children": session.media.children(),
+                "standby_up": (session.media.backup is not None
+                               and session.media.links.is_up(session.media.backup)),
                 "slots": session.media.slots,
                 "dropped": dict(session.media.forwarder.rejections.statistics()),
                 "forwarded": session.media.forwarder.forwarded,
