@@ -53,6 +53,10 @@ class DropReason(StrEnum):
 class LinkInfo:
     role: LinkRole
     peer: PublicKey
+    # A tree link between two stage members (one was promoted while hanging from the other):
+    # it stays a tree link, so the promoted node keeps hearing every voice through it while its
+    # own stage links come up, and it also carries each end's own voice, as a stage link would.
+    stage: bool = False
 
 
 @dataclass(frozen=True)
@@ -151,7 +155,7 @@ class Forwarder:
             return []
         links = tuple(
             link for link, info in self._links.items()
-            if info.role in (LinkRole.STAGE, LinkRole.CHILD)
+            if info.role in (LinkRole.STAGE, LinkRole.CHILD) or info.stage
         )
         return [Send(links, data)] if links else []
 
@@ -181,7 +185,8 @@ class Forwarder:
             raise Rejected(DropReason.OWN_AUDIO)
         if speaker is None:
             raise Rejected(DropReason.NOT_AUDIBLE, frame.tag.hex())
-        if info.role in (LinkRole.CHILD, LinkRole.STANDBY):
+        if info.role in (LinkRole.CHILD, LinkRole.STANDBY) and not (
+                info.stage and frame.tag == self._peer_tags[link]):
             raise Rejected(DropReason.FROM_CHILD)
         carries_only_peer = info.role is LinkRole.STAGE or self.mode is Mode.MESH
         if carries_only_peer and frame.tag != self._peer_tags[link]:

@@ -266,9 +266,9 @@ class MediaPlane:
             return None
         me_stage = state.role_of(self.me) in STAGE
         peer_stage = state.role_of(peer) in STAGE
-        if me_stage and peer_stage:
-            return LinkRole.STAGE
         link = self.links.links().get(peer)
+        if me_stage and peer_stage and (link is None or link.role_asked not in ("child", "backup")):
+            return LinkRole.STAGE
         if link is not None and link.role_asked == "child":
             # A tree link: whoever dialed asked to be fed.
             return LinkRole.PARENT if link.initiator else LinkRole.CHILD
@@ -280,6 +280,11 @@ class MediaPlane:
         if peer_stage:
             return LinkRole.PARENT
         return None
+
+    def _both_on_stage(self, peer: PublicKey) -> bool:
+        state = self._state
+        return (state is not None and state.role_of(self.me) in STAGE
+                and state.role_of(peer) in STAGE)
 
     @property
     def parent(self) -> PublicKey | None:
@@ -295,14 +300,14 @@ class MediaPlane:
         stage link (its node was promoted) no longer takes a slot."""
         return sum(1 for peer in self.links.links()
                    if self._role_for(peer) in (LinkRole.CHILD, LinkRole.STANDBY)
-                   and peer not in self._preempted)
+                   and peer not in self._preempted and not self._both_on_stage(peer))
 
     def _refresh_links(self) -> None:
         infos = {}
         for peer, link in self.links.links().items():
             role = self._role_for(peer)
             if role is not None and link.up:
-                infos[link.id] = LinkInfo(role, peer)
+                infos[link.id] = LinkInfo(role, peer, stage=self._both_on_stage(peer))
         self.forwarder.set_links(infos)
 
     def _accept_policy(self, peer: PublicKey, role: str) -> str | None:

@@ -153,3 +153,23 @@ def test_a_standby_child_is_fed_nothing_until_it_asks_and_sends_nothing_up():
     assert forwarder.rejections[DropReason.FROM_CHILD] == 1
     # A feed on a link that is not a child's asks for nothing.
     assert kinds(forwarder.on_frame("up", wire.encode_feed(), 0)) == [LinkAlive]
+
+
+def test_a_tree_link_between_two_stage_members_carries_both_voices_and_relays_down():
+    # ME was promoted while hanging from HOST: the tree link stays, flagged as a stage pair.
+    promoted = Forwarder(ME, ROOM, Mode.TREE)
+    promoted.set_stage(StageView.of(ROOM, [HOST, SPEAKER, ME]))
+    promoted.set_links({"up": LinkInfo(LinkRole.PARENT, HOST, stage=True),
+                        "c1": LinkInfo(LinkRole.CHILD, LISTENER)})
+    assert promoted.own_audio(audio(ME, 1))[0].links == ("up", "c1")  # HOST hears ME
+    actions = promoted.on_frame("up", audio(SPEAKER, 1), 0)  # SPEAKER still comes down the tree
+    assert kinds(actions) == [LinkAlive, Play, Send] and actions[2].links == ("c1",)
+
+    host = Forwarder(HOST, ROOM, Mode.TREE)
+    host.set_stage(StageView.of(ROOM, [HOST, SPEAKER, ME]))
+    host.set_links({"me": LinkInfo(LinkRole.CHILD, ME, stage=True),
+                    "c2": LinkInfo(LinkRole.CHILD, CHILD)})
+    actions = host.on_frame("me", audio(ME, 1), 0)  # ME's own voice goes up the link...
+    assert kinds(actions) == [LinkAlive, Play, Send] and actions[2].links == ("c2",)
+    assert host.on_frame("me", audio(SPEAKER, 1), 0) == []  # ...but nobody else's
+    assert host.rejections[DropReason.FROM_CHILD] == 1
