@@ -667,11 +667,33 @@ def _check_listening(host: IHost, requested: list[multiaddr.Multiaddr]) -> None:
         raise ListenFailed(", ".join(failed))
 
 
+DIALABLE_TTL_S = 5.0  # interfaces change rarely; libp2p asks for our addresses on every message
+_dialable_cache: dict[tuple[str, ...], tuple[float, list[multiaddr.Multiaddr]]] = {}
+
+
 def _dialable(candidates: list[multiaddr.Multiaddr]) -> list[multiaddr.Multiaddr]:
     """Announce each interface's address for a wildcard listen address: libp2p would announce
-    /ip4/0.0.0.0/..., which no peer can dial."""
+    /ip4/0.0.0.0/..., which no peer can dial.
+
+    Remembered for a few seconds: py-libp2p builds a signed peer record (and so calls this) for
+    every gossip message it sends, and re-expanding the addresses there was ~6 % of a loaded
+    node's CPU (bench relay_live profile).
+    """
+    key = tuple(map(str, candidates))
+    now = time.monotonic()
+    cached = _dialable_cache.get(key)
+    if cached is not None and cached[0] > now:
+        return list(cached[1])
+    result = _expand_wildcards(key)
+    if len(_dialable_cache) > 64:  # listen sets are few; never let this grow
+        _dialable_cache.clear()
+    _dialable_cache[key] = (now + DIALABLE_TTL_S, result)
+    return list(result)
+
+
+def _expand_wildcards(candidates: tuple[str, ...]) -> list[multiaddr.Multiaddr]:
     out: list[str] = []
-    for addr in map(str, candidates):
+    for addr in candidates:
         expanded = [addr]
         for wildcard, family, loopback in (
             ("/ip4/0.0.0.0/", 4, "127.0.0.1"),

@@ -300,6 +300,7 @@ def test_wildcard_listen_addresses_are_announced_as_interface_addresses(monkeypa
     from p2pvoix.node import _p2p_trio
 
     interfaces = {4: ["192.0.2.7", "10.1.2.3"], 6: ["fe80::1", "2001:db8::7"]}
+    monkeypatch.setattr(_p2p_trio, "_dialable_cache", {})
     monkeypatch.setattr(_p2p_trio, "_interface_ips", lambda family: interfaces[family])
     announced = _p2p_trio._dialable(
         [
@@ -318,6 +319,28 @@ def test_wildcard_listen_addresses_are_announced_as_interface_addresses(monkeypa
     assert [str(a) for a in _p2p_trio._dialable([Multiaddr("/ip4/0.0.0.0/tcp/1")])] == [
         "/ip4/127.0.0.1/tcp/1"
     ]
+
+
+def test_announced_addresses_are_remembered_briefly_and_follow_interface_changes(monkeypatch):
+    from multiaddr import Multiaddr
+
+    from p2pvoix.node import _p2p_trio
+
+    clock = [100.0]
+    calls: list[int] = []
+    interfaces = {4: ["192.0.2.7"], 6: []}
+    monkeypatch.setattr(_p2p_trio, "_dialable_cache", {})
+    monkeypatch.setattr(_p2p_trio.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(_p2p_trio, "_interface_ips",
+                        lambda family: calls.append(family) or interfaces[family])
+    listen = [Multiaddr("/ip4/0.0.0.0/tcp/4001")]
+    assert [str(a) for a in _p2p_trio._dialable(listen)] == ["/ip4/192.0.2.7/tcp/4001"]
+    interfaces[4] = ["198.51.100.9"]  # the laptop moved to another network
+    for _ in range(100):  # every gossip message asks again: answered from memory
+        assert [str(a) for a in _p2p_trio._dialable(listen)] == ["/ip4/192.0.2.7/tcp/4001"]
+    assert len(calls) == 1
+    clock[0] += _p2p_trio.DIALABLE_TTL_S + 0.1
+    assert [str(a) for a in _p2p_trio._dialable(listen)] == ["/ip4/198.51.100.9/tcp/4001"]
 
 
 def test_calls_on_a_node_that_is_not_running_are_refused():
