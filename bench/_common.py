@@ -14,6 +14,7 @@ import logging
 import multiprocessing
 import os
 import statistics
+import threading
 import time
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
@@ -139,3 +140,20 @@ def goal_mark(value: float, goal: float) -> str:
     if value != value:  # NaN: nothing measured
         return "n/a"
     return "ok" if value <= goal else "MISSED"
+
+
+def thread_cpu_seconds() -> dict[str, float]:
+    """CPU seconds of this process's threads so far (Linux /proc), by kind: the asyncio loop
+    (media, sessions), the trio thread (libp2p), and the rest (aiortc's helper threads...)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    totals: dict[str, float] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended meanwhile
+        kind = {"MainThread": "asyncio", "p2pvoix-trio": "libp2p"}.get(names.get(int(tid)), "other")
+        totals[kind] = totals.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return totals
