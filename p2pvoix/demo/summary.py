@@ -5,6 +5,10 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
+# "Heard" a speaker: at least this share of the frames the speaker sent. Not the 99.5 % delivery
+# goal (that is measured by bench relay_live): on this 2-core box the demo's fourteen nodes share
+# one process, and a stall of it costs every listener the same few percent.
+HEARD = 0.95
 
 @dataclass
 class StreamTally:
@@ -66,7 +70,7 @@ class Summary:
             return None
         return self.sent[speaker].delivered(tally, self.until)
 
-    def heard_everyone(self, speakers: list[str], min_delivered: float = 0.99) -> bool:
+    def heard_everyone(self, speakers: list[str], min_delivered: float = HEARD) -> bool:
         return all(
             (self.delivered(report, name) or 0.0) >= min_delivered
             for report in self.listeners for name in speakers
