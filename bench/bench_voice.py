@@ -36,7 +36,6 @@ import contextlib
 import os
 import random
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from unittest import mock
@@ -52,6 +51,7 @@ from bench._common import (
     receive,
     start_node,
     summary_ms,
+    thread_cpu_seconds,
     wait_until,
     worker,
 )
@@ -428,12 +428,12 @@ async def _speaker(pipe, topology: str) -> None:
             captured.clear()
             dropped0 = _sender_drops(session)
             skipped0 = session.media.engine.statistics().skipped
-            threads0 = _thread_cpu()
+            threads0 = thread_cpu_seconds()
             cpu0, wall0 = time.process_time(), time.monotonic()
             await asyncio.sleep(asked["window"])
             cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
             threads = {kind: round(100 * (seconds - threads0.get(kind, 0.0)) / wall, 1)
-                       for kind, seconds in _thread_cpu().items()}
+                       for kind, seconds in thread_cpu_seconds().items()}
             pipe.send({
                 "cpu": cpu, "wall": wall, "start": wall0, "end": wall0 + wall, "threads": threads,
                 "seqs": [seq for seq, _ in captured],
@@ -600,23 +600,6 @@ def _count_deliveries(session: RoomSession, seqs: set[int]) -> None:
         seqs.add(seq)
 
     session.media.engine.deliver = deliver  # type: ignore[method-assign]
-
-
-def _thread_cpu() -> dict[str, float]:
-    """CPU seconds of this process's threads (Linux /proc), by kind: the asyncio loop (media,
-    sessions), the trio thread (libp2p), and the rest (aiortc's idle decoder threads...)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    names = {t.native_id: t.name for t in threading.enumerate()}
-    totals: dict[str, float] = {}
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{tid}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # the thread ended meanwhile
-        kind = {"MainThread": "asyncio", "p2pvoix-trio": "libp2p"}.get(names.get(int(tid)), "other")
-        totals[kind] = totals.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / tick
-    return totals
 
 
 async def _sample_cpu(samples: list[tuple[float, float]]) -> None:
