@@ -119,7 +119,9 @@ async def test_a_room_of_twenty_eight_through_four_relays_survives_a_rogue_and_a
             # From when everyone was heard to the end (a recording starts at its node's join,
             # while the other nodes of its process are still joining).
             end = len(pcm) / 48_000
-            assert share_with(pcm, 440, end - (closing - everyone_heard) + 1.0, end - 1.0) >= 0.85
+            start, stop = end - (closing - everyone_heard) + 1.0, end - 1.0
+            # Allowed silence: an orphan's repair (at most 2 s) and a window's edge.
+            assert share_with(pcm, 440, start, stop) >= 1 - 2.5 / (stop - start)
 
 
 def _brief(row: dict, host) -> str:  # type: ignore[no-untyped-def]

@@ -40,7 +40,8 @@ async def test_every_listener_hears_every_speaker_and_a_promoted_listener_is_hea
             return lab.logs[session].last(speaker.me) is not None
 
         await lab.until(lambda: all(hears(s, host) and hears(s, second) for s in listeners), 10)
-        await lab.until(lambda: all(rogue.media.links.is_up(s.me) for s in (host, second)), 10)
+        # The rogue hangs from the tree like any listener: its clock starts once it has a link.
+        await lab.until(lambda: any(link.up for link in rogue.media.links.links().values()), 10)
         both_on_stage = time.monotonic()
         await asyncio.sleep(3)
 
@@ -65,8 +66,10 @@ async def test_every_listener_hears_every_speaker_and_a_promoted_listener_is_hea
             assert heard >= 0.95, session.name
             assert share_with(pcm, 1000) == 0.0, f"{session.name} heard the unpromoted rogue"
         # The rogue's stream died at the first node that received it.
-        dropped = sum(s.media.forwarder.rejections[DropReason.NOT_AUDIBLE] for s in (host, second))
-        assert dropped > 50, [s.media.statistics() for s in (host, second, rogue)]
+        # (In a tree the first node may be a relaying listener, not a speaker.)
+        others = [s for s in lab.sessions if s is not rogue]
+        dropped = sum(s.media.forwarder.rejections[DropReason.NOT_AUDIBLE] for s in others)
+        assert dropped > 50, [s.media.statistics() for s in (*others, rogue)]
 
 
 @pytest.mark.parametrize("op", ["mute", "demote", "remove", "ban"])
