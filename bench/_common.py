@@ -142,6 +142,18 @@ def goal_mark(value: float, goal: float) -> str:
     return "ok" if value <= goal else "MISSED"
 
 
+async def record_stalls(stalls: list[tuple[float, float]], clock: Callable[[], float]) -> None:
+    """Append (``clock()``, seconds late) whenever this loop wakes > 50 ms late from a 10 ms
+    nap; runs until cancelled."""
+    loop = asyncio.get_running_loop()
+    while True:
+        asked = loop.time()
+        await asyncio.sleep(0.01)
+        late = loop.time() - asked - 0.01
+        if late > 0.05:
+            stalls.append((clock(), late))
+
+
 def thread_cpu_seconds() -> dict[str, float]:
     """CPU seconds of this process's threads so far (Linux /proc), by kind: the asyncio loop
     (media, sessions), the trio thread (libp2p), and the rest (aiortc's helper threads...)."""

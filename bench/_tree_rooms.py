@@ -27,7 +27,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from bench._common import receive, start_node, thread_cpu_seconds
+from bench._common import receive, record_stalls, start_node, thread_cpu_seconds
 from p2pvoix.audio.spec import ToneSpec
 from p2pvoix.cli.live import share_key
 from p2pvoix.crypto.roomkey import RoomKey
@@ -105,7 +105,7 @@ class Meter:
 
     def __init__(self) -> None:
         self.stalls: list[tuple[float, float]] = []  # (when, seconds late)
-        self._task = asyncio.get_running_loop().create_task(self._watch())
+        self._task = asyncio.get_running_loop().create_task(record_stalls(self.stalls, time.time))
 
     def cpu_mark(self) -> tuple[float, float, dict[str, float]]:
         return time.time(), time.process_time(), thread_cpu_seconds()
@@ -119,14 +119,6 @@ class Meter:
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
 
-    async def _watch(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            asked = loop.time()
-            await asyncio.sleep(0.01)
-            late = loop.time() - asked - 0.01
-            if late > 0.05:
-                self.stalls.append((time.time(), late))
 
 
 async def sleep_until(wall: float) -> None:

@@ -49,6 +49,7 @@ from bench._common import (
     expect,
     goal_mark,
     receive,
+    record_stalls,
     start_node,
     summary_ms,
     thread_cpu_seconds,
@@ -463,7 +464,7 @@ class _SpeakerWatch:
         self._stalls: list[tuple[float, float]] = []  # (when, seconds late)
         self._downs: list[tuple[float, str]] = []
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._lag()), loop.create_task(self._events())]
+        self._tasks = [loop.create_task(record_stalls(self._stalls, time.monotonic)), loop.create_task(self._events())]
 
     def between(self, start: float, end: float) -> dict:
         stalls = [late for at, late in self._stalls if start <= at <= end]
@@ -478,15 +479,6 @@ class _SpeakerWatch:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _lag(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            asked = loop.time()
-            await asyncio.sleep(0.01)
-            late = loop.time() - asked - 0.01
-            if late > 0.05:
-                self._stalls.append((time.monotonic(), late))
 
     async def _events(self) -> None:
         while True:
