@@ -15,7 +15,7 @@ import os
 import stat
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from typing import Any
 import click
 
 from p2pvoix.audio.spec import DeviceSpec, NoneSpec, SinkSpec, SourceSpec, parse_sink, parse_source
+from p2pvoix.cli.common import EXIT_INTERRUPTED
 from p2pvoix.cli.interact import (
     COMMANDS,
     Command,
@@ -244,9 +245,36 @@ async def run_live(config: LiveConfig) -> int:
                          "with --bootstrap MULTIADDR.")
         else:
             out.emit({"type": "finding", "key": config.room_key.text()}, "Finding the room…")
-            session = await RoomSession.join(node, config.room_key, audio=config.audio)
+            joined = await _unless_stopped(
+                RoomSession.join(node, config.room_key, audio=config.audio), stop)
+            if joined is None:  # Ctrl-C while finding: nothing to leave yet, the node says bye
+                out.emit({"type": "left", "reason": "interrupted"}, "Interrupted.")
+                return EXIT_INTERRUPTED
+            session = joined
         freeze_startup_objects()
         return await _live(session, config, out, stop, started)
+
+
+async def _unless_stopped(joining: Coroutine[Any, Any, RoomSession],
+                          stop: asyncio.Event) -> RoomSession | None:
+    """The joined session, or None when Ctrl-C came first (the join is cancelled, not awaited
+    to its own timeout: finding a room that is not there can take 15 s)."""
+    join_task = asyncio.ensure_future(joining)
+    stop_task = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({join_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop_task.cancel()
+        if not join_task.done():
+            join_task.cancel()
+        await asyncio.gather(stop_task, join_task, return_exceptions=True)
+    if join_task.cancelled():
+        return None
+    session = join_task.result()  # a failed join raises its own error here
+    if stop.is_set():  # joined in the same instant as Ctrl-C: leave properly rather than stay
+        await session.leave()
+        return None
+    return session
 
 
 async def _live(session: RoomSession, config: LiveConfig, out: Output, stop: asyncio.Event,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 
 import click
@@ -33,4 +35,25 @@ for command in (id_command, host_command, join_command, rooms_command, node_comm
 
 def main(argv: list[str] | None = None) -> None:
     tune_for_realtime()
+    _log_if_asked()
     sys.exit(run(cli, argv))
+
+
+def _log_if_asked() -> None:
+    """``P2PVOIX_LOG=debug|info|warning`` writes p2pvoix's own log (to ``P2PVOIX_LOG_FILE``, else
+    stderr): what a bug report needs, off by default so a person's screen stays clean."""
+    level = os.environ.get("P2PVOIX_LOG", "").upper()
+    if not level:
+        return
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        click.echo(f"p2pvoix: P2PVOIX_LOG={level.lower()} is not a level; "
+                   "use debug, info, warning or error", err=True)
+        sys.exit(2)
+    handler: logging.Handler
+    path = os.environ.get("P2PVOIX_LOG_FILE")
+    handler = logging.FileHandler(path) if path else logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logger = logging.getLogger("p2pvoix")
+    logger.setLevel(level)
+    logger.addHandler(handler)
+    logger.propagate = False  # once, not again through a handler libp2p may give the root

@@ -111,6 +111,19 @@ def _name(proc: Proc) -> str:
     raise AssertionError(f"host {host_id} never spoke")
 
 
+def test_ctrl_c_while_finding_a_room_that_is_not_there_exits_at_once(procs, tmp_path):
+    absent = RoomKey(SigningKey(os.urandom(32)).public).text()  # nobody hosts it, no addresses
+    listener = join(procs, tmp_path, absent, "impatient")
+    listener.wait_for("finding")
+    time.sleep(0.5)  # well inside the join's own 15 s search
+    listener.popen.send_signal(signal.SIGINT)
+    interrupted = time.monotonic()
+    code, stderr = listener.finish(timeout=10)
+    assert code == 130, stderr[-2000:]
+    assert time.monotonic() - interrupted < 3
+    listener.wait_for("left", reason="interrupted", timeout=1)
+
+
 def test_a_killed_listener_is_noticed_within_three_seconds(procs, tmp_path):
     host_proc, key = host(procs, tmp_path)
     listener = join(procs, tmp_path, key, "victim")
@@ -200,3 +213,10 @@ def test_bad_arguments_exit_2_with_a_message(tmp_path, args):
     result = run_cli(*args, *network, home=tmp_path)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and result.stderr.strip()
+
+
+def test_an_unknown_log_level_is_refused_with_the_levels_there_are(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "p2pvoix", "--version"], capture_output=True,
+                            text=True, timeout=60, env={**os.environ, "P2PVOIX_LOG": "loud"})
+    assert result.returncode == 2
+    assert "use debug, info, warning or error" in result.stderr
