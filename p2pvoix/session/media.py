@@ -64,6 +64,10 @@ logger = logging.getLogger(__name__)
 
 BACKUP_RETRY_S = 5.0  # a backup that refused a standby link is asked again after this
 PARENT_ATTEMPTS = 2  # failed attempts to reach the assigned parent before asking for another
+# A child the plan moved to another parent keeps being fed until its new parent is up
+# (make-before-break), but its slot is free at once; after this long it is closed, so a child whose
+# new parent never answers cannot keep this node over its capacity.
+MOVE_GRACE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,9 @@ class MediaPlane:
         self._backup_failed: tuple[PublicKey, float] | None = None
         self._preempted: set[PublicKey] = set()  # standby children being closed to free a slot
         self.on_parent_lost: Callable[[PublicKey], None] = lambda parent: None
+        # Seconds since the newest plan moved a child of mine under another parent (else None):
+        # the session answers it from every plan it has seen (``plan.Placements``).
+        self.moved_away: Callable[[PublicKey], float | None] = lambda child: None
         self._failures: dict[PublicKey, int] = {}  # failed attempts to reach the assigned parent
         self.forwarder = Forwarder(self.me, room, mode)
         self.links = LinkManager(
@@ -230,7 +237,9 @@ class MediaPlane:
                 "ticks": engine.ticks, "sent": engine.sent, "skipped": engine.skipped,
                 "rejected": dict(engine.rejected),
                 "streams": {
-                    str(k): {"played": v.played, "fec": v.fec, "concealed": v.concealed}
+                    str(k): {"played": v.played, "fec": v.fec, "concealed": v.concealed,
+                             "stretched": v.stretched, "long_gaps": v.long_gaps,
+                             "long_gap_frames": v.long_gap_frames}
                     for k, v in engine.streams.items()
                 },
             },
@@ -297,10 +306,23 @@ class MediaPlane:
     def children(self) -> int:
         """Links that take a relay slot: children fed now, and standby children whose backup
         this node is (the plan promised them the slot). A link opened as a child's that became a
-        stage link (its node was promoted) no longer takes a slot."""
+        stage link (its node was promoted) no longer takes a slot, nor does a child the plan
+        moved elsewhere (it leaves once its new parent is up; see ``plan.Placements``)."""
         return sum(1 for peer in self.links.links()
                    if self._role_for(peer) in (LinkRole.CHILD, LinkRole.STANDBY)
-                   and peer not in self._preempted and not self._both_on_stage(peer))
+                   and peer not in self._preempted and not self._both_on_stage(peer)
+                   and not (self._role_for(peer) is LinkRole.CHILD
+                            and self.moved_away(peer) is not None))
+
+    def close_moved_children(self) -> None:
+        """Close children the plan moved elsewhere more than MOVE_GRACE_S ago (called each
+        second): their new parent should be up by then, and they must not keep us over capacity."""
+        for peer in list(self.links.links()):
+            moved = self.moved_away(peer)
+            if (moved is not None and moved >= MOVE_GRACE_S and peer not in self._preempted
+                    and self._role_for(peer) is LinkRole.CHILD and not self._both_on_stage(peer)):
+                self._preempted.add(peer)
+                self._tasks.spawn(self.links.close(peer, "moved"), "close a moved child")
 
     def _refresh_links(self) -> None:
         infos = {}

@@ -136,6 +136,43 @@ class MyPlan:
         return None
 
 
+class Placements:
+    """The newest parent the plan names for every node, and since when (monotonic seconds).
+
+    A relay reads it to tell a child the plan has moved elsewhere from one it still feeds by the
+    plan. A moved child leaves on its own once its new parent is up (make-before-break), but until
+    then it holds a slot: when moves form a chain or a cycle (A goes to B's parent while B goes to
+    A's, each parent full), every new parent would refuse and nobody would move. A moved child's
+    slot therefore counts as free (``session/media.py``).
+    """
+
+    MAX_NODES = 20_000  # a bound on memory: rooms are far smaller, and departed nodes linger
+
+    def __init__(self) -> None:
+        self._newest: dict[PublicKey, tuple[tuple[int, int], PublicKey | None, float]] = {}
+
+    def take(self, plan: Plan, now_s: float) -> None:
+        for entry in plan.entries:
+            key = (plan.epoch, entry.version)
+            known = self._newest.get(entry.who)
+            if known is not None and key <= known[0]:
+                continue
+            since = known[2] if known is not None and known[1] == entry.parent else now_s
+            self._newest[entry.who] = (key, entry.parent, since)
+        if len(self._newest) > self.MAX_NODES:
+            oldest = sorted(self._newest, key=lambda who: self._newest[who][2])
+            for who in oldest[: len(self._newest) - self.MAX_NODES]:
+                del self._newest[who]
+
+    def moved_away(self, child: PublicKey, parent: PublicKey, now_s: float) -> float | None:
+        """Seconds since the plan moved ``child`` from ``parent`` to another parent; None if the
+        plan still puts it under ``parent``, names no parent, or is not known here."""
+        known = self._newest.get(child)
+        if known is None or known[1] is None or known[1] == parent:
+            return None
+        return now_s - known[2]
+
+
 def _entry_wire(entry: Assignment) -> dict[str, Any]:
     value: dict[str, Any] = {"who": entry.who.raw, "v": entry.version}
     if entry.parent is not None:

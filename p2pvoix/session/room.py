@@ -133,6 +133,7 @@ class RoomSession:
         self._closer: asyncio.Task[Left] | None = None
         self.topology = topology  # the sequencer's choice; followers learn it from plans
         self.plan = planning.MyPlan(self.me)
+        self.placements = planning.Placements()  # every node's newest parent: who moved away
         self.plan.topology = topology
         self.coordinator: TreeCoordinator | None = None
         self.capacity = CapacityEstimator(capacity or _capacity_policy(node))
@@ -147,6 +148,8 @@ class RoomSession:
         )
         self.media.slots = self.capacity.slots
         self.media.on_parent_lost = self._parent_lost
+        self.media.moved_away = lambda child: self.placements.moved_away(
+            child, self.me, time.monotonic())
 
     # ---- opening ----
 
@@ -336,6 +339,7 @@ class RoomSession:
         self._follow(plan)
 
     def _follow(self, plan: planning.Plan) -> None:
+        self.placements.take(plan, time.monotonic())
         changed = self.plan.take(plan)
         if changed is not None or self.media.mode.value != plan.topology:
             self._apply_plan()
@@ -587,6 +591,7 @@ class RoomSession:
                 self._emit(event)
             if self._plan_drifted():
                 self._apply_plan()
+            self.media.close_moved_children()
             self._update_media()
             await self._catch_up()
             self._maybe_take_over(now)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 
+import numpy as np
 import pytest
 
 from p2pvoix.mesh.capacity import CapacityPolicy
 from p2pvoix.mesh.forwarding import LinkRole
+from p2pvoix.session.plan import Assignment, sign_plan
 from tests.session.roomlab import Lab, kill_abruptly, share_with
 
 pytestmark = [pytest.mark.async_timeout(40), pytest.mark.timeout(60)]
@@ -53,3 +55,45 @@ async def test_a_dead_parent_is_replaced_by_the_standby_backup_within_two_second
         pcm = lab.recording(listener)
         assert share_with(pcm, 440, lab.at(listener, killed) + back + 0.2,
                           lab.at(listener, resumed)) >= 0.95
+
+
+async def test_children_swapping_full_parents_both_move_without_a_gap(tmp_path):
+    """A plan that swaps the children of two full relays: each new parent is full with the
+    other's child until that child has moved. Counting a moved child's slot as free lets both
+    moves happen (make-before-break), where strict slots left both refused for good."""
+    async with Lab(tmp_path) as lab:
+        host = await lab.host("host", 440, capacity=slots(2))
+        relays = [await lab.join(f"relay{i}", None, record=False, capacity=slots(1))
+                  for i in (1, 2)]
+        listeners = [await lab.join(f"listener{i}", None, record=False, capacity=slots(0))
+                     for i in (1, 2)]
+        relay_keys = {r.me for r in relays}
+        await lab.until(lambda: all(x.media.parent in relay_keys
+                                    and x.media.links.is_up(x.media.parent)
+                                    for x in listeners)
+                        and {x.media.parent for x in listeners} == relay_keys, 20)
+        await asyncio.sleep(1.0)
+        before = {x: x.media.parent for x in listeners}
+
+        coordinator = host.coordinator
+        coordinator._version += 1  # the swap is the sequencer's newest plan
+        swap = sign_plan(
+            coordinator.key, host.room.raw, topology="tree", epoch=coordinator.epoch,
+            version=coordinator._version, now_ms=host.node.now_ms(),
+            entries=[Assignment(x.me, coordinator._version, other.media.parent, None, 2)
+                     for x, other in zip(listeners, listeners[::-1], strict=True)])
+        coordinator._publish(swap.encoded)
+        host._follow(swap)
+        swapped = time.monotonic()
+
+        await lab.until(lambda: all(x.media.parent != before[x]
+                                    and x.media.links.is_up(x.media.parent)
+                                    and before[x] not in x.media.links.links()
+                                    for x in listeners), 8)
+        await asyncio.sleep(0.5)
+        for listener in listeners:
+            times = [t for t in lab.logs[listener].times[host.me.peer_id] if t >= swapped - 0.5]
+            gaps = np.diff(times)
+            assert gaps.max() < 0.3, f"{listener.name} heard a {gaps.max():.2f} s gap moving"
+        for relay in relays:
+            assert relay.media.children() == 1
