@@ -36,6 +36,9 @@ from p2pvoix.audio.format import FRAME_MS
 from p2pvoix.audio.jitter import DelayEstimator
 
 SEQ_MODULUS = 1 << 32
+# A hole a listener hears: more than 60 ms without audio (one lost frame rebuilt by FEC or two
+# concealed ones pass unnoticed in speech; the lab's loss goal counts what is longer).
+LONG_GAP_FRAMES = 60 // FRAME_MS
 
 
 class PlayoutKind(enum.Enum):
@@ -113,6 +116,11 @@ class PlayoutStatistics:
     silent: int
     dropped_overflow: int
     dropped_shrink: int
+    # Gaps: ticks without audio (concealed, stretched or silent) between two frames of audio,
+    # i.e. what a listener hears as a hole once the stream goes on. Those longer than
+    # LONG_GAP_FRAMES (60 ms) are counted, with the ticks they lasted.
+    long_gaps: int
+    long_gap_frames: int
     buffered: int
     target_delay_ms: float
     current_delay_ms: float | None
@@ -159,9 +167,10 @@ class PlayoutBuffer:
         self._current_delay: float | None = None
         self._counts = dict.fromkeys(
             "pushed accepted late duplicate out_of_range pulled played fec concealed stretched "
-            "silent dropped_overflow dropped_shrink".split(),
+            "silent dropped_overflow dropped_shrink long_gaps long_gap_frames".split(),
             0,
         )
+        self._gap_run: int | None = None  # ticks without audio since the last audio; None before any
 
     # ---------------------------------------------------------------------------------------------
     # Public API
@@ -215,6 +224,17 @@ class PlayoutBuffer:
 
     def pull(self, now_ms: float) -> PlayoutItem:
         """The one thing to play for the tick at ``now_ms``."""
+        item = self._pull(now_ms)
+        if item.kind in (PlayoutKind.PACKET, PlayoutKind.FEC):
+            if self._gap_run is not None and self._gap_run > LONG_GAP_FRAMES:
+                self._count("long_gaps")
+                self._counts["long_gap_frames"] += self._gap_run
+            self._gap_run = 0
+        elif self._gap_run is not None:
+            self._gap_run += 1
+        return item
+
+    def _pull(self, now_ms: float) -> PlayoutItem:
         self._count("pulled")
         if self._state is PlayoutState.IDLE:
             return self._silent()

@@ -311,3 +311,39 @@ def test_any_network_behaviour_keeps_the_buffer_sound(scenario):
     assert stats.concealed + stats.stretched == count[CONCEAL]
     assert stats.silent == count[SILENCE]
     assert config.min_delay_ms <= stats.target_delay_ms <= config.max_delay_ms
+
+
+
+def _stream_with_losses(lost: set[int], frames: int = 60):  # type: ignore[no-untyped-def]
+    """Frames sent every 20 ms (``lost`` never arrive), pulled each tick; the kinds played."""
+    buffer = PlayoutBuffer(PlayoutConfig(initial_delay_ms=40.0, conceal_limit_frames=10))
+    kinds = []
+    for tick in range(frames + 5):
+        if tick < frames and tick not in lost:
+            buffer.push(tick, b"p", 20.0 * tick)
+        kinds.append(buffer.pull(20.0 * tick + 1.0).kind)
+    return buffer.statistics(), kinds
+
+
+def _long_holes(kinds) -> list[int]:  # type: ignore[no-untyped-def]
+    """Runs of ticks without audio between two ticks with audio, longer than 60 ms."""
+    audio = [k for k, kind in enumerate(kinds) if kind in (PACKET, FEC)]
+    runs = [b - a - 1 for a, b in zip(audio, audio[1:], strict=False)]
+    return [run for run in runs if run > 3]
+
+
+@pytest.mark.parametrize("lost", [set(), {10}, {10, 11}, {10, 11, 12}, {10, 11, 12, 13, 14},
+                                  {10, 11, 12, 13, 14, 15, 16}, {5, 6, 7, 8, 9, 30, 31, 32, 33, 34}])
+def test_holes_longer_than_60_ms_are_counted_once_audio_resumes(lost):
+    stats, kinds = _stream_with_losses(lost)
+    holes = _long_holes(kinds)
+    assert (stats.long_gaps, stats.long_gap_frames) == (len(holes), sum(holes))
+    # FEC rebuilds the last lost frame of a run, so only runs of five or more leave a long hole.
+    runs_of_five = (len(lost) >= 5) + (len(lost) >= 10)
+    assert stats.long_gaps == runs_of_five
+
+
+def test_the_end_of_a_stream_is_not_a_hole():
+    stats, kinds = _stream_with_losses(set(), frames=20)
+    assert kinds[-1] is not PACKET  # the stream ended and went silent
+    assert stats.long_gaps == 0
