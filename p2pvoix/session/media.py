@@ -77,6 +77,7 @@ class AudioSettings:
     record: Path | None = None
     bitrate: int = 32_000
     playout: bool = True  # False: a relay that forwards but never decodes (p2pvoix relay)
+    loop: bool = False  # an input file plays again and again
     # A source object a program made itself (the demo's scheduled clips), instead of ``source``.
     custom_source: Source | None = None
 
@@ -303,13 +304,15 @@ class MediaPlane:
     def backup(self) -> PublicKey | None:
         return self._backup
 
-    def children(self) -> int:
+    def children(self, besides: PublicKey | None = None) -> int:
         """Links that take a relay slot: children fed now, and standby children whose backup
         this node is (the plan promised them the slot). A link opened as a child's that became a
         stage link (its node was promoted) no longer takes a slot, nor does a child the plan
-        moved elsewhere (it leaves once its new parent is up; see ``plan.Placements``)."""
+        moved elsewhere (it leaves once its new parent is up; see ``plan.Placements``).
+        ``besides``: a peer whose link is not counted (its new offer replaces it)."""
         return sum(1 for peer in self.links.links()
-                   if self._role_for(peer) in (LinkRole.CHILD, LinkRole.STANDBY)
+                   if peer != besides
+                   and self._role_for(peer) in (LinkRole.CHILD, LinkRole.STANDBY)
                    and peer not in self._preempted and not self._both_on_stage(peer)
                    and not (self._role_for(peer) is LinkRole.CHILD
                             and self.moved_away(peer) is not None))
@@ -341,10 +344,14 @@ class MediaPlane:
         if peer in state.banned:
             return "you are banned from this room"
         if role in ("child", "backup"):
-            if self.children() < self.slots:
+            # A peer that dials again (it lost its side of our link, or moves from standby to
+            # child) replaces its old link: that one must not count against it, or its slot
+            # stays taken by the link it is replacing (seen in the demo: refused for 20 s).
+            if self.children(besides=peer) < self.slots:
                 return None
             standby = [p for p in self.links.links()
-                       if self._role_for(p) is LinkRole.STANDBY and p not in self._preempted]
+                       if self._role_for(p) is LinkRole.STANDBY and p not in self._preempted
+                       and p != peer]
             if role == "child" and standby:
                 # A child to feed now comes before a promise made under an older plan: that
                 # standby child loses its backup and asks the sequencer for another. Its slot is
@@ -352,6 +359,10 @@ class MediaPlane:
                 self._preempted.add(standby[0])
                 self._tasks.spawn(self.links.close(standby[0], "slot needed"), "free a slot")
                 return None
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("refusing %s as %s: slots held by %s", peer.peer_id[-6:], role, [
+                    (p.peer_id[-6:], str(self._role_for(p)), self.moved_away(p))
+                    for p in self.links.links() if self._role_for(p) is not None])
             return f"no free relay slot ({self.slots} in use)"
         if self._role_for(peer) is None:
             return "neither of us is on stage"
@@ -424,7 +435,8 @@ def _open_audio(audio: AudioSettings) -> tuple[Source | None, Sink]:
     if audio.custom_source is not None:
         source: Source | None = audio.custom_source
     else:
-        source = None if isinstance(audio.source, NoneSpec) else open_source(audio.source)
+        source = (None if isinstance(audio.source, NoneSpec)
+                  else open_source(audio.source, loop_files=audio.loop))
     try:
         sink = open_sink(audio.sink)
         if audio.record is not None:

@@ -97,3 +97,35 @@ async def test_children_swapping_full_parents_both_move_without_a_gap(tmp_path):
             assert gaps.max() < 0.3, f"{listener.name} heard a {gaps.max():.2f} s gap moving"
         for relay in relays:
             assert relay.media.children() == 1
+
+
+async def test_a_child_that_dials_again_is_not_refused_for_the_link_it_replaces(tmp_path):
+    """A child whose side of the link vanished (no bye reached the parent) dials again at once:
+    its old link, still alive on the parent's side, must not hold the slot against it."""
+    async with Lab(tmp_path) as lab:
+        host = await lab.host("host", 440, capacity=slots(1))
+        relay = await lab.join("relay", None, record=False, capacity=slots(1))
+        listener = await lab.join("listener", None, record=False, capacity=slots(0))
+        await lab.until(lambda: listener.media.parent == relay.me
+                        and listener.media.links.is_up(relay.me), 20)
+        answers: list[str | None] = []
+        policy = relay.media.links._accept_policy
+
+        def recorded(peer, role):  # type: ignore[no-untyped-def]
+            answers.append(policy(peer, role))
+            return answers[-1]
+
+        relay.media.links._accept_policy = recorded
+        await asyncio.sleep(0.5)
+
+        # The listener forgets the link without a word or a DTLS close: the relay still holds it.
+        link = listener.media.links.links()[relay.me]
+        listener.media.links._unregister(link)
+        link.closing, link.up = True, False
+        dropped = time.monotonic()
+        listener.media.reconcile()  # what its next plan or maintenance round would do
+        await lab.until(lambda: listener.media.links.is_up(relay.me), 5)
+        assert answers and answers[0] is None, f"the relay refused: {answers}"
+        assert time.monotonic() - dropped < 2.0
+        assert relay.media.children() == 1
+        await link.rtc.close()
