@@ -22,7 +22,15 @@ from typing import Any
 
 import click
 
-from p2pvoix.audio.spec import DeviceSpec, NoneSpec, SinkSpec, SourceSpec, parse_sink, parse_source
+from p2pvoix.audio.spec import (
+    DeviceSpec,
+    FileSpec,
+    NoneSpec,
+    SinkSpec,
+    SourceSpec,
+    parse_sink,
+    parse_source,
+)
 from p2pvoix.cli.common import EXIT_INTERRUPTED
 from p2pvoix.cli.interact import (
     COMMANDS,
@@ -73,6 +81,8 @@ def _audio_options(func: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed([
         click.option("--input", "source", metavar="SRC",
                      help="default (microphone), a device, an audio file, tone:HZ, or none."),
+        click.option("--loop", is_flag=True,
+                     help="Play an --input file again and again (hold music, a test clip)."),
         click.option("--output", "sink", metavar="SINK",
                      help="default (speakers), a device, a .wav file, or none."),
         click.option("--record", type=click.Path(dir_okay=False, path_type=Path),
@@ -98,12 +108,12 @@ def _audio_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @_audio_options
 @network_options
 def host_command(title: str, tags: tuple[str, ...], language: str | None, topology: str,
-                 source: str | None, sink: str | None, record: Path | None, as_json: bool,
-                 duration: float | None, **options: Any) -> None:
+                 source: str | None, loop: bool, sink: str | None, record: Path | None,
+                 as_json: bool, duration: float | None, **options: Any) -> None:
     """Open a room called TITLE, with you as owner and speaker, until Ctrl-C ends it."""
     if len(tags) > 5:
         raise click.BadParameter("at most 5 topics", param_hint="--topic")
-    audio, notices = audio_settings(source or "default", sink or "default", record)
+    audio, notices = audio_settings(source or "default", sink or "default", record, loop=loop)
     config = LiveConfig(
         node=node_config(options.pop("home"), **options), audio=audio, json=as_json,
         duration=duration, title=title, tags=tags, language=language or locale_language(),
@@ -116,15 +126,17 @@ def host_command(title: str, tags: tuple[str, ...], language: str | None, topolo
 @click.argument("room_key", metavar="ROOMKEY")
 @_audio_options
 @network_options
-def join_command(room_key: str, source: str | None, sink: str | None, record: Path | None,
-                 as_json: bool, duration: float | None, **options: Any) -> None:
+def join_command(room_key: str, source: str | None, loop: bool, sink: str | None,
+                 record: Path | None, as_json: bool, duration: float | None,
+                 **options: Any) -> None:
     """Join the room ROOMKEY (pv1…) and hear its speakers; raise a hand to speak."""
     try:
         key = RoomKey.parse(room_key)
     except RoomKeyError as exc:
         click.echo(exc.pointer(room_key.strip()), err=True)
         raise
-    audio, notices = audio_settings(source, sink or "default", record, optional_input=True)
+    audio, notices = audio_settings(source, sink or "default", record, optional_input=True,
+                                    loop=loop)
     config = LiveConfig(node=node_config(options.pop("home"), **options), audio=audio,
                         json=as_json, duration=duration, room_key=key, notices=notices)
     sys.exit(asyncio.run(run_live(config)))
@@ -147,7 +159,8 @@ def devices_command(as_json: bool) -> None:
 
 
 def audio_settings(source: str | None, sink: str, record: Path | None, *,
-                   optional_input: bool = False) -> tuple[AudioSettings, tuple[str, ...]]:
+                   optional_input: bool = False, loop: bool = False
+                   ) -> tuple[AudioSettings, tuple[str, ...]]:
     """Parse --input/--output and check named devices exist now, before going on the network.
 
     A listener's microphone is optional: without one it can listen but not speak.
@@ -168,7 +181,10 @@ def audio_settings(source: str | None, sink: str, record: Path | None, *,
                            "(give --input to choose a device, a file or tone:HZ)")
     if record is not None and record.suffix.lower() != ".wav":
         raise UsageError(f"--record writes WAV: {record} should end in .wav")
-    return AudioSettings(source=source_spec, sink=sink_spec, record=record), tuple(notices)
+    if loop and not isinstance(source_spec, FileSpec):
+        raise UsageError("--loop repeats an audio file: give one with --input FILE")
+    return (AudioSettings(source=source_spec, sink=sink_spec, record=record, loop=loop),
+            tuple(notices))
 
 
 def _check_device(spec: DeviceSpec, kind: str) -> None:

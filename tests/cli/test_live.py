@@ -205,6 +205,7 @@ def test_a_mistyped_room_key_is_shown_with_the_typo_marked(tmp_path):
     ["join", "pv1qqqq", "--output", "none"],
     ["host", "x", "--input", "tone:5", "--output", "none"],
     ["host", "x", "--input", "tone:440", "--output", "out.mp3"],
+    ["host", "x", "--input", "tone:440", "--loop", "--output", "none"],
     ["host", "x", "--input", "none", "--output", "none", "--bootstrap", "/ip4/nope"],
     ["rooms", "--lan", "--dht"],
 ])
