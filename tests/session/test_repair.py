@@ -103,7 +103,7 @@ async def test_a_child_that_dials_again_is_not_refused_for_the_link_it_replaces(
     """A child whose side of the link vanished (no bye reached the parent) dials again at once:
     its old link, still alive on the parent's side, must not hold the slot against it."""
     async with Lab(tmp_path) as lab:
-        host = await lab.host("host", 440, capacity=slots(1))
+        await lab.host("host", 440, capacity=slots(1))
         relay = await lab.join("relay", None, record=False, capacity=slots(1))
         listener = await lab.join("listener", None, record=False, capacity=slots(0))
         await lab.until(lambda: listener.media.parent == relay.me
