@@ -34,6 +34,9 @@ PURE_MODULES = [
     "session/submit.py",
     "session/events.py",
     "cli/interact.py",
+    "reach/stun.py",
+    "reach/dialback.py",
+    "reach/verdict.py",
 ]
 FORBIDDEN_MODULES = ["trio", "asyncio", "aiortc", "aioice", "libp2p", "zeroconf", "sounddevice", "av"]
 # Modules whose mere import in a pure core means it reads the clock, randomness or the network.

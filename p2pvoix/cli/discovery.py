@@ -14,6 +14,7 @@ from p2pvoix.cli.network import (
     network_options_without_lan_toggle,
     node_config,
 )
+from p2pvoix.cli.reach import report_reach
 from p2pvoix.cli.signals import stop_event
 from p2pvoix.crypto.roomkey import RoomKey
 from p2pvoix.directory.directory import matches
@@ -24,27 +25,37 @@ from p2pvoix.node.runtime import Node
 
 
 @click.command("node")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines, for scripts.")
 @network_options
-def node_command(**options: Any) -> None:
+def node_command(as_json: bool, **options: Any) -> None:
     """Run a headless node that serves the DHT and gossip until Ctrl-C.
 
-    It prints its full addresses: give one to others as --bootstrap.
+    It prints its full addresses (give one to others as --bootstrap), then how reachable it is.
     """
     config = node_config(options.pop("home"), **options)
-    asyncio.run(run_node(config))
+    asyncio.run(run_node(config, as_json))
 
 
-async def run_node(config: NodeConfig) -> None:
+async def run_node(config: NodeConfig, as_json: bool = False) -> None:
     identity = IdentityStore(config.home).load_or_create()
     stop = stop_event()
+
+    def emit(data: dict[str, Any], text: str) -> None:
+        click.echo(json.dumps(data) if as_json else text)
+
     async with Node(identity, config) as node:
-        click.echo(f"p2pvoix node {node.peer_id} is running. Others can bootstrap from:")
-        for addr in node.addrs():
-            click.echo(f"  --bootstrap {addr}")
+        emit({"type": "node_started", "peer_id": node.peer_id, "addrs": node.addrs()},
+             f"p2pvoix node {node.peer_id} is running. Others can bootstrap from:\n"
+             + "\n".join(f"  --bootstrap {addr}" for addr in node.addrs()))
         for notice in node.notices:
             click.echo(f"note: {notice}", err=True)
         click.echo("Press Ctrl-C to stop.", err=True)
-        await stop.wait()
+        reporter = asyncio.create_task(report_reach(node, emit))
+        try:
+            await stop.wait()
+        finally:
+            reporter.cancel()
+            await asyncio.gather(reporter, return_exceptions=True)
         click.echo("Stopping: telling peers we leave…", err=True)
 
 

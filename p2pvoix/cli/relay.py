@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from p2pvoix.cli.network import network_options, node_config
+from p2pvoix.cli.reach import report_reach
 from p2pvoix.cli.signals import stop_event
 from p2pvoix.crypto.keys import PublicKey
 from p2pvoix.crypto.roomkey import RoomKey
@@ -56,6 +57,8 @@ async def run_relay(config: NodeConfig, keys: list[RoomKey], max_rooms: int, as_
             for addr in node.addrs():
                 click.echo(f"  --bootstrap {addr}")
         sessions: dict[PublicKey, RoomSession] = {}
+        reporter = asyncio.create_task(
+            report_reach(node, lambda data, text: say(data.pop("type"), text, **data)))
         try:
             while not stop.is_set():
                 # Given keys keep their address hints; discovered rooms are found by key.
@@ -83,4 +86,6 @@ async def run_relay(config: NodeConfig, keys: list[RoomKey], max_rooms: int, as_
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 2.0)
         finally:
-            await asyncio.gather(*(s.leave() for s in sessions.values()), return_exceptions=True)
+            reporter.cancel()
+            await asyncio.gather(reporter, *(s.leave() for s in sessions.values()),
+                                 return_exceptions=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from p2pvoix.mesh._planner_tree import Buckets, Id, Move, Tree
+from p2pvoix.mesh._planner_tree import NAT_LIKE, Buckets, Id, Move, Tree
 
 Latency = Callable[[Id, Id], float]  # one-way milliseconds between two members
 
@@ -50,7 +50,7 @@ class PlannerCore:
         return not self._needs_reachable(child) or self.tree.reachable(parent)
 
     def _needs_reachable(self, node: Id) -> bool:
-        return self.nat_needs_reachable_parent and self.tree.members[node].reach == "nat"
+        return self.nat_needs_reachable_parent and self.tree.members[node].reach in NAT_LIKE
 
     # -- placement -----------------------------------------------------------------------------
 
@@ -117,7 +117,7 @@ class PlannerCore:
             return False
         for other in self._candidates():
             above = tree.parent[other]
-            if tree.members[other].reach == "nat" or not tree.reachable(above):
+            if tree.members[other].reach in NAT_LIKE or not tree.reachable(above):
                 continue
             slot = self._best_slot(other, tree.free, exclude=other)
             if slot is not None:

@@ -19,7 +19,8 @@ from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 
 Id = Hashable
-REACH = ("public", "nat", "unknown")
+REACH = ("public", "nat", "symmetric", "unknown")
+NAT_LIKE = ("nat", "symmetric")  # cannot be dialed from outside: needs a reachable parent
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class Member:
 
     id: Id
     slots: int = 0
-    reach: str = "unknown"  # "public", "nat" or "unknown", as the node measured it
+    reach: str = "unknown"  # one of REACH, as the node measured it (p2pvoix/reach/)
     stage: bool = False
     zone: Hashable = None  # members of one zone (a region, say) are near one another
 

@@ -9,8 +9,8 @@ can feed the audience. Audience members hang below them and relay to at most ``s
 Rules the planner keeps after every call (``tests/mesh/test_planner.py`` checks them):
 
 - No node has more children than its slots, stage nodes included; 0 slots makes a leaf.
-- No cycles. With ``nat_needs_reachable_parent``, a member whose reach is ``"nat"`` hangs only
-  below a stage node or a ``"public"`` member. ``"unknown"`` counts as not reachable (a NAT we have
+- No cycles. With ``nat_needs_reachable_parent``, a member whose reach is ``"nat"`` or
+  ``"symmetric"`` hangs only below a stage node or a ``"public"`` member. ``"unknown"`` counts as not reachable (a NAT we have
   not measured yet is still a NAT) unless ``unknown_is_reachable``; as a *child* an unknown member
   goes anywhere, as it may be able to accept connections.
 - Every audience member is attached whenever a free slot it may use exists, or one other member

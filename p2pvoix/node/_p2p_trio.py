@@ -442,6 +442,17 @@ class TrioStack:
             await pubsub.publish(topic, data)
         self._counters.add("gossip_out")
 
+    def remote_address(self, peer_id: str) -> tuple[str, int] | None:
+        """The (IP, port) our newest connection with ``peer_id`` comes from, as our socket sees
+        it: behind a NAT, the NAT's public side. py-libp2p keeps it on the muxed connection
+        (``get_remote_address``, yamux and mplex alike); None for a relayed connection."""
+        host = self._require_host()
+        for conn in reversed(host.get_network().get_connections(ID.from_base58(peer_id))):
+            address = conn.muxed_conn.get_remote_address()
+            if address is not None:
+                return str(address[0]), int(address[1])
+        return None
+
     def mesh_peers(self, topic: str) -> frozenset[str]:
         gossipsub = self._require(self._gossipsub)
         return frozenset(p.to_base58() for p in gossipsub.mesh.get(topic, ()))

@@ -332,6 +332,13 @@ class P2PNode:
     def connected_peers(self) -> frozenset[str]:
         return frozenset(self._connected)
 
+    async def remote_address(self, peer_id: str) -> tuple[str, int] | None:
+        """The (IP, port) our connection with ``peer_id`` comes from; None if not connected
+        directly."""
+        _check_peer_id(peer_id)
+        stack = self._require_running()
+        return await self._portal.run_sync(stack.remote_address, peer_id)
+
     def peer_events(self) -> PeerEvents:
         """A stream of PeerConnected/PeerDisconnected from now on; close it when done."""
         stream = PeerEvents(self)

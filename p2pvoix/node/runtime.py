@@ -46,6 +46,7 @@ from p2pvoix.node.p2p import (
     RequestTimeout,
 )
 from p2pvoix.node.tasks import TaskSet
+from p2pvoix.reach.service import ReachService
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +102,9 @@ class Node:
         self._own_portal = portal is None
         self._portal = portal or Portal()
         self.p2p = P2PNode(identity.key, self._portal)
+        # Whether peers can reach us (docs/protocol/reachability.md): rooms advertise it in
+        # presence, and the relay planner hangs NAT'd listeners from reachable relays.
+        self.reachability = ReachService(self.p2p, stun_servers=config.stun)
         self._lan: object | None = None
         self._tasks = TaskSet(f"node {identity.peer_id[-6:]}")
         self._hosted: dict[PublicKey, Announcer] = {}
@@ -139,10 +143,12 @@ class Node:
                 max_response=exchange.MAX_REPLY,
             )
             self.p2p.set_request_handler(PING_PROTOCOL, _pong, max_request=8, max_response=8)
+            self.reachability.install()
             await self.p2p.start(P2PConfig(listen=self.config.listen))
             await self.p2p.subscribe(ROOMS_TOPIC, self._gossip_validate, self._on_gossip)
             self._tasks.spawn(self._watch_peers(), "peers")
             self._tasks.spawn(self._expire_directory(), "expiry")
+            self._tasks.spawn(self.reachability.run(), "reachability")
             await self._bootstrap()
             if self.config.lan:
                 await self._start_lan()
@@ -165,6 +171,11 @@ class Node:
             await self._portal.stop()
         for queue in self._watchers:
             queue.put_nowait(None)  # type: ignore[arg-type]
+
+    @property
+    def reach(self) -> str:
+        """``public``, ``nat``, ``symmetric`` or ``unknown`` (``reach.verdict.Reach``)."""
+        return self.reachability.verdict.reach.value
 
     def isolated(self) -> bool:
         """True while no other p2pvoix node is connected: nobody can find our rooms yet."""
@@ -366,6 +377,7 @@ class Node:
             "rooms_known": len(self.directory),
             "rooms_hosted": len(self._hosted),
             "requests_retried": self.requests_retried,
+            "reachability": self.reachability.statistics(),
             "rejected": {
                 **p2p.rejected,
                 **self.rejections.statistics(),

@@ -30,7 +30,7 @@ PRESENCE = KindSpec(
             "relay": Int(max=1000),  # how many children this node offers to feed (relay trees)
             "ttl": Int(min=1000, max=600_000),
         },
-        optional={"reach": OneOf(("public", "nat", "unknown"))},
+        optional={"reach": OneOf(("public", "nat", "symmetric", "unknown"))},
     ),
     room=True,
     time=True,

@@ -67,6 +67,7 @@ PLAN_RETRY_S = 3.0  # a listener without an assignment asks again this often
 PROBE_TIMEOUT_S = 1.5  # a parent reported dead must answer a ping within this to stay (0.7 s
 # evicted live relays under load; orphans with a standby link are fed meanwhile anyway)
 CAPACITY_SAMPLE_S = 2.0
+UNREACHABLE = ("nat", "symmetric")  # reach values (reach/verdict.py) no outside peer can dial
 SEQUENCER_SILENT_MS = 15_000  # no presence from the sequencer for this long: it is gone
 ACT_TIMEOUT_S = 5.0
 SYNC_RETRY_PAUSES_S = (0.5, 1.0, 2.0)
@@ -147,6 +148,7 @@ class RoomSession:
             wall_ms=node.now_ms,
         )
         self.media.slots = self.capacity.slots
+        self._advertised_reach = node.reach
         self.media.on_parent_lost = self._parent_lost
         self.media.moved_away = lambda child: self.placements.moved_away(
             child, self.me, time.monotonic())
@@ -281,6 +283,7 @@ class RoomSession:
             if self.plan.assignment and self.plan.assignment.parent else None,
             "slots": self.media.slots,
             "plan": self.coordinator.statistics() if self.coordinator else None,
+            "reachability": self.node.reachability.statistics(),
         }
 
     # ---- the room topic ----
@@ -442,9 +445,12 @@ class RoomSession:
             await asyncio.sleep(CAPACITY_SAMPLE_S)
             sample = Sample(int(loop.time() * 1000), time.process_time(),
                             self.media.links.child_bytes_sent(), self.media.children())
+            # Nobody outside can open a link to a node behind a NAT: it feeds no children.
+            self.capacity.set_reachable(self.node.reach not in UNREACHABLE)
             slots = self.capacity.update(sample)
-            if slots != self.media.slots:
+            if slots != self.media.slots or self.node.reach != self._advertised_reach:
                 self.media.slots = slots
+                self._advertised_reach = self.node.reach
                 await self._publish(self._my_presence().envelope.encoded)
 
     # ---- sequencing ----
@@ -572,7 +578,7 @@ class RoomSession:
     def _my_presence(self):  # type: ignore[no-untyped-def]
         return sign_presence(self.node.identity.key, self.room.raw, name=self.name,
                              now_ms=self.node.now_ms(), addrs=tuple(self.node.addrs()[:8]),
-                             relay_slots=self.media.slots)
+                             relay_slots=self.media.slots, reach=self.node.reach)
 
     async def _presence_loop(self) -> None:
         # A newcomer's first records may precede its gossip mesh: repeat them soon, then rarely.

@@ -175,6 +175,13 @@ def test_rooms_lists_a_live_room_and_node_serves_as_a_bootstrap(procs, tmp_path)
     rooms = [json.loads(line) for line in result.stdout.splitlines()]
     assert [(r["title"], r["tags"]) for r in rooms] == [("Test room", ["music"])]
     assert RoomKey.parse(rooms[0]["key"])
+    # Once a peer has dialed it back, the node says how reachable it is, and what that means.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not any(
+            e.get("text", "").startswith("reachability: public (") for _, e in bootstrap.lines):
+        time.sleep(0.05)
+    assert any("it can relay for rooms" in e.get("text", "") for _, e in bootstrap.lines), \
+        bootstrap.types()
     bootstrap.popen.send_signal(signal.SIGTERM)
     assert bootstrap.finish()[0] == 0
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from p2pvoix.mesh.planner import Assignment, Member, Move, Planner, optimal_depth
 
-REACHES = ("public", "nat", "unknown")
+REACHES = ("public", "nat", "symmetric", "unknown")
 ZONE_MS = {(0, 0): 5, (1, 1): 8, (2, 2): 10, (0, 1): 40, (0, 2): 150, (1, 2): 90}
 
 
@@ -59,7 +59,8 @@ class View:
         return member.stage or member.reach == "public"
 
     def may_feed(self, child, parent):
-        if not self.planner.nat_needs_reachable_parent or self.members[child].reach != "nat":
+        if (not self.planner.nat_needs_reachable_parent
+                or self.members[child].reach not in ("nat", "symmetric")):
             return True
         return self.reachable(parent)
 
@@ -124,7 +125,7 @@ def check_attachment(view):
     """Nobody is left without audio while a free slot, or one move, could feed them."""
     planner, audience = view.planner, view.audience()
     stage_slots = sum(m.slots for m in view.members.values() if m.stage)
-    if not any(view.members[n].reach == "nat" for n in audience) or not (
+    if not any(view.members[n].reach in ("nat", "symmetric") for n in audience) or not (
         planner.nat_needs_reachable_parent
     ):
         total = stage_slots + sum(view.members[n].slots for n in audience)

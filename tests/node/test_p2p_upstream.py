@@ -388,3 +388,20 @@ def test_every_pubsub_rpc_verifies_the_senders_peer_record_again(monkeypatch):
     for _ in range(3):
         assert utils.maybe_consume_signed_record(rpc, host, host.get_id())
     assert len(calls) == 3  # the same record, verified on every RPC
+
+
+def test_a_connections_remote_address_is_on_its_muxed_connection():
+    """``TrioStack.remote_address`` (dial-back, ``p2pvoix/reach``) reads the observed address
+    from ``INetConn.muxed_conn.get_remote_address()``."""
+
+    async def main():
+        async with _running(_host(), _host()) as (a, b):
+            await a.connect(_info(b))
+            with trio.fail_after(5):
+                while not b.get_network().get_connections(a.get_id()):
+                    await trio.sleep(0.02)
+            conn = b.get_network().get_connections(a.get_id())[0]
+            return conn.muxed_conn.get_remote_address()
+
+    address = trio.run(main)
+    assert isinstance(address, tuple) and address[0] == "127.0.0.1" and address[1] > 0
