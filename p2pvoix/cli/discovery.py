@@ -32,7 +32,7 @@ def node_command(as_json: bool, **options: Any) -> None:
 
     It prints its full addresses (give one to others as --bootstrap), then how reachable it is.
     """
-    config = node_config(options.pop("home"), **options)
+    config = node_config(options.pop("home"), relay_hop=True, **options)
     asyncio.run(run_node(config, as_json))
 
 

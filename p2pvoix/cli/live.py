@@ -43,6 +43,7 @@ from p2pvoix.cli.interact import (
     resolve,
 )
 from p2pvoix.cli.network import network_options, node_config
+from p2pvoix.cli.reach import report_reach
 from p2pvoix.cli.signals import stop_event
 from p2pvoix.crypto.keys import PublicKey
 from p2pvoix.crypto.roomkey import MAX_ADDRESSES, RoomKey, RoomKeyError, TcpAddress
@@ -341,6 +342,7 @@ async def _live(session: RoomSession, config: LiveConfig, out: Output, stop: asy
 
     pump_task = asyncio.create_task(pump())
     command_task = asyncio.create_task(commands())
+    reach_task = asyncio.create_task(report_reach(session.node, out.emit))
     stop_task = asyncio.create_task(stop.wait())
     closed_task = asyncio.create_task(session.wait_closed())
     waiters = {stop_task, closed_task}
@@ -350,9 +352,9 @@ async def _live(session: RoomSession, config: LiveConfig, out: Output, stop: asy
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(pump_task, 2)
     finally:
-        for task in (pump_task, command_task, stop_task, closed_task):
+        for task in (pump_task, command_task, reach_task, stop_task, closed_task):
             task.cancel()
-        await asyncio.gather(pump_task, command_task, stop_task, closed_task,
+        await asyncio.gather(pump_task, command_task, reach_task, stop_task, closed_task,
                              return_exceptions=True)
     if left.reason == "ended" and not config.json:
         click.echo("The room has ended. Bye!", err=True)

@@ -39,7 +39,7 @@ def relay_command(rooms: tuple[str, ...], max_rooms: int, as_json: bool, **optio
     listeners that no peer can reach: see docs/nat.md.
     """
     keys = [RoomKey.parse(text) for text in rooms]
-    config = node_config(options.pop("home"), **options)
+    config = node_config(options.pop("home"), relay_hop=True, **options)
     asyncio.run(run_relay(config, keys, max_rooms, as_json))
 
 

@@ -32,7 +32,7 @@ ANNOUNCE = KindSpec(
             "lang": Text(max=16),
             "host": Bytes(size=32),
             "host_name": Text(max=64),
-            "addrs": ListOf(Text(min=1, max=128), max=8),
+            "addrs": ListOf(Text(min=1, max=160), max=8),
             "speakers": Int(max=10_000),
             "listeners": Int(max=10_000_000),
             "ttl": Int(min=MIN_TTL_MS, max=MAX_TTL_MS),

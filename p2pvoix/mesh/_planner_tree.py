@@ -119,9 +119,11 @@ class Tree:
     # -- queries -------------------------------------------------------------------------------
 
     def reachable(self, node: Id) -> bool:
-        """May a member behind NAT hang below ``node``? Stage nodes always qualify."""
+        """May a member behind NAT hang below ``node``? Reachable members, and stage nodes not
+        known to be behind a NAT themselves (two NATs facing each other need TURN)."""
         member = self.members[node]
-        return member.stage or member.reach in self._reachable_reach
+        return member.reach in self._reachable_reach or (member.stage
+                                                         and member.reach not in NAT_LIKE)
 
     def free_slots(self, node: Id) -> int:
         return self.members[node].slots - len(self.children[node])

@@ -20,7 +20,7 @@ rules, in order:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 INITIAL_SLOTS = 4
 MAX_SLOTS = 200
@@ -69,14 +69,6 @@ class CapacityEstimator:
     def __post_init__(self) -> None:
         start = INITIAL_SLOTS if self.policy.measure else (self.policy.max_slots or INITIAL_SLOTS)
         self.slots = self._clamp(start)
-
-    def set_reachable(self, reachable: bool) -> int:
-        """Reachability changed (``reach/``): an unreachable node offers no slot; once reachable
-        again it starts over as at start-up. Returns the slots to advertise now."""
-        if reachable != self.policy.reachable:
-            self.policy = replace(self.policy, reachable=reachable)
-            self.__post_init__()
-        return self.slots
 
     def update(self, sample: Sample) -> int:
         """Take a sample; returns the slots to advertise now."""

@@ -250,6 +250,31 @@ class Planner(PlannerCore):
                 self._place(node)
         return self._finish()
 
+    def set_reach(self, node: Id, reach: str) -> PlanChange:
+        """``node`` measured its reach anew (``p2pvoix/reach``): it may now feed NAT members, or
+        no longer; a NAT member under a parent that cannot feed it moves; loose ones retry."""
+        tree = self.tree
+        self._check(node)
+        self._begin()
+        tree.replace(replace(tree.members[node], reach=reach))
+        # Backups are checked again: its own (it may need a reachable one now), and those it was
+        # for (it may no longer feed NAT members).
+        tree.dirty.add(node)
+        tree.dirty.update(tree.users[node])
+        for child in sorted(c for c in tree.children[node] if not self.may_feed(c, node)):
+            self._move_or_unlink(child)
+        parent = tree.parent[node]
+        if parent is not None and not self.may_feed(node, parent):
+            self._move_or_unlink(node)
+        return self._finish()
+
+    def _move_or_unlink(self, node: Id) -> None:
+        target = self._best_slot(node, self.tree.free, exclude=node)
+        if target is not None:
+            self._move(node, target)
+        else:
+            self._moves.append(Move(node, None, self.tree.unlink(node)))
+
     def rebalance(self, budget: int) -> PlanChange:
         """Make at most ``budget`` moves that lower depth (high-slot members rise) and, with
         latencies, bring members nearer the stage; each move is make-before-break."""

@@ -71,6 +71,9 @@ from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.pubsub.rpc_queue import OutBoundQueueSize
 from libp2p.records.validator import NamespacedValidator, Validator
+from libp2p.relay.circuit_v2 import CircuitV2Protocol, CircuitV2Transport, RelayLimits
+from libp2p.relay.circuit_v2.config import RelayConfig, RelayRole
+from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_PROTOCOL_ID
 from libp2p.request_response import (
     BytesCodec,
     MessageTooLargeError,
@@ -142,6 +145,12 @@ PUBLISH_WAIT = 2.0  # ...but no longer than this; a drop after that is counted
 IDENTIFY_WAIT = 10.0  # give up adding a peer to the routing table after this
 CLOSE_TIMEOUT = 5.0
 VERIFIED_RECORDS = 4096  # distinct signed peer records remembered as verified
+# Circuit relay v2, as a hop (p2pvoix node/relay) offers it to nodes behind NATs. Circuits carry
+# signalling and gossip, never audio (that goes over WebRTC), so a few MiB last hours; no time
+# limit (py-libp2p's default cuts every circuit after an hour, mid-room).
+RELAY_LIMITS = RelayLimits(duration=0, data=64 * 1024 * 1024, max_circuit_conns=256,
+                           max_reservations=128, reservation_ttl=3600)
+RESERVE_TIMEOUT = 5.0
 
 
 class TrioStack:
@@ -175,6 +184,8 @@ class TrioStack:
         self._gossipsub: GossipSub | None = None
         self._dht: KadDHT | None = None
         self._rr: RequestResponse | None = None
+        self._circuit: CircuitV2Protocol | None = None
+        self._circuit_transport: CircuitV2Transport | None = None
 
     # ---- set-up that may happen before or while running (trio thread or not yet started) ----
 
@@ -265,6 +276,12 @@ class TrioStack:
         self._rr = RequestResponse(host)
         for protocol_id, (answer, config) in self._handlers.items():
             self._install_handler(protocol_id, answer, config)
+        # Every node accepts relayed connections (the stop side) and can dial through a relay;
+        # only a node configured as a hop relays for others.
+        self._circuit = CircuitV2Protocol(host, limits=RELAY_LIMITS,
+                                          allow_hop=self._config.relay_hop)
+        self._circuit_transport = CircuitV2Transport(host, self._circuit,
+                                                     RelayConfig(roles=RelayRole.STOP))
         try:
             async with host.run(listen):
                 try:
@@ -272,6 +289,7 @@ class TrioStack:
                         background_trio_service(pubsub),
                         background_trio_service(gossipsub),
                         background_trio_service(dht),
+                        background_trio_service(self._circuit),
                         trio.open_nursery() as nursery,
                     ):
                         self._nursery = nursery
@@ -317,6 +335,8 @@ class TrioStack:
             raise BadMultiaddr(f"{address!r}: it must end in /p2p/<peer id> ({exc})") from None
         if info.peer_id == host.get_id():
             raise BadMultiaddr(f"{address!r} is this node's own address")
+        if "/p2p-circuit/" in address:
+            return await self._connect_through_relay(address, info.peer_id, timeout)
         # Dial exactly this address: libp2p dials one TCP address per peer, the first it knows,
         # which is stale if the peer restarted elsewhere; and a failed dial blocks it for 60 s.
         if not host.get_network().get_connections(info.peer_id):
@@ -330,6 +350,59 @@ class TrioStack:
         except Exception as exc:
             raise ConnectFailed(f"{address}: {_describe(exc)}") from None
         return info.peer_id.to_base58()
+
+    async def _connect_through_relay(self, address: str, peer_id: ID, timeout: float) -> str:
+        """Dial ``<relay>/p2p-circuit/p2p/<peer>``. py-libp2p's swarm drops relay addresses
+        from every dial (``swarm.dial_peer``), so the circuit transport dials here; the
+        connection it makes joins the swarm, and requests and gossip then use it."""
+        host = self._require_host()
+        if host.get_network().get_connections(peer_id):
+            return peer_id.to_base58()
+        transport = self._require(self._circuit_transport)
+        try:
+            with trio.fail_after(timeout):
+                await transport.dial(_parse_multiaddr(address))
+        except trio.TooSlowError:
+            raise ConnectFailed(f"{address}: no relayed connection within {timeout:g} s") from None
+        except Exception as exc:
+            raise ConnectFailed(f"{address}: {_describe(exc)}") from None
+        return peer_id.to_base58()
+
+    async def reserve(self, relay_peer_id: str) -> str | None:
+        """Reserve a slot on a connected peer that relays (circuit relay v2), so that others can
+        reach this node through it; returns our circuit address there, or None if it refused
+        (or does not relay). The caller renews it within the reservation's hour.
+
+        Not ``CircuitV2Transport.reserve``: its refresh task spins without sleeping once the relay
+        is gone (thousands of attempts a second, each logged), and never reserves again when the
+        relay comes back. We send the same RESERVE (``_make_reservation``) and renew ourselves.
+        """
+        host = self._require_host()
+        relay = ID.from_base58(relay_peer_id)
+        transport = self._require(self._circuit_transport)
+        stream = None
+        try:
+            with trio.fail_after(RESERVE_TIMEOUT):
+                stream = await host.new_stream(relay, [HOP_PROTOCOL_ID])
+                accepted = await transport._make_reservation(stream, relay)
+        except Exception as exc:
+            logger.debug("reservation on %s failed: %s", relay_peer_id[-6:], _describe(exc))
+            return None
+        finally:
+            if stream is not None:
+                with trio.move_on_after(1):
+                    await stream.close()
+        if not accepted:
+            return None
+        seen = self.remote_address(relay_peer_id)
+        if seen is None:
+            return None
+        # The relay's listening address at the IP we reach it on (identify told us its listen
+        # addresses); the port our own connection went to if identify has not answered yet.
+        listening = [str(a) for a in host.get_peerstore().addrs(relay)
+                     if str(a).startswith(f"/ip4/{seen[0]}/tcp/")]
+        base = listening[0].split("/p2p/")[0] if listening else f"/ip4/{seen[0]}/tcp/{seen[1]}"
+        return f"{base}/p2p/{relay_peer_id}/p2p-circuit/p2p/{host.get_id().to_base58()}"
 
     async def disconnect(self, peer_id: str) -> None:
         await self._require_host().disconnect(ID.from_base58(peer_id))

@@ -43,6 +43,8 @@ class NodeConfig:
     relay: bool = True
     upload_kbps: float | None = None  # known upload rate; None: inferred from children's loss
     announce_ttl_s: float = 60.0
+    # Relay libp2p connections for nodes behind NATs (circuit relay v2): headless nodes offer it.
+    relay_hop: bool = False
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
 

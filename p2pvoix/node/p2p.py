@@ -136,6 +136,8 @@ class P2PConfig:
     bootstrap_timeout: float = 5.0
     # 1 skips py-libp2p's 250 ms happy-eyeballs wait on every dial; above 1 restores it.
     max_connections_per_peer: int = 1
+    # Relay connections for nodes behind NATs (circuit relay v2 hop): p2pvoix node and relay.
+    relay_hop: bool = False
 
     def __post_init__(self) -> None:
         for name in ("listen", "bootstrap"):
@@ -331,6 +333,13 @@ class P2PNode:
 
     def connected_peers(self) -> frozenset[str]:
         return frozenset(self._connected)
+
+    async def reserve(self, relay_peer_id: str) -> str | None:
+        """Reserve a circuit relay slot on a connected peer; our circuit address through it, or
+        None if it refused or does not relay. A reservation lasts an hour: renew it."""
+        _check_peer_id(relay_peer_id)
+        stack = self._require_running()
+        return await self._portal.call(stack.guarded, stack.reserve, relay_peer_id)
 
     async def remote_address(self, peer_id: str) -> tuple[str, int] | None:
         """The (IP, port) our connection with ``peer_id`` comes from; None if not connected

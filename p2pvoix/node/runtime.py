@@ -46,6 +46,7 @@ from p2pvoix.node.p2p import (
     RequestTimeout,
 )
 from p2pvoix.node.tasks import TaskSet
+from p2pvoix.reach.reservations import BEHIND_NAT, Reservations
 from p2pvoix.reach.service import ReachService
 
 logger = logging.getLogger(__name__)
@@ -104,7 +105,11 @@ class Node:
         self.p2p = P2PNode(identity.key, self._portal)
         # Whether peers can reach us (docs/protocol/reachability.md): rooms advertise it in
         # presence, and the relay planner hangs NAT'd listeners from reachable relays.
-        self.reachability = ReachService(self.p2p, stun_servers=config.stun)
+        self.reachability = ReachService(self.p2p, stun_servers=config.stun,
+                                         on_change=lambda verdict: self._reach_changed())
+        self.reservations = Reservations(self.p2p, lambda: self.reach,
+                                         on_change=self._addresses_changed)
+        self._readvertise = asyncio.Event()  # set (and replaced) when our addresses change
         self._lan: object | None = None
         self._tasks = TaskSet(f"node {identity.peer_id[-6:]}")
         self._hosted: dict[PublicKey, Announcer] = {}
@@ -124,7 +129,21 @@ class Node:
         return int(self._wall_clock() * 1000)
 
     def addrs(self) -> list[str]:
-        return self.p2p.addrs()
+        """Where others can dial us: behind a NAT, our circuit addresses through relays first
+        (ours are private), else our own first."""
+        direct, relayed = self.p2p.addrs(), self.reservations.addrs
+        return relayed + direct if self.reach in BEHIND_NAT else direct + relayed
+
+    def reach_statistics(self) -> dict[str, object]:
+        return {**self.reachability.statistics(), "relayed": self.reservations.statistics()}
+
+    def _reach_changed(self) -> None:
+        self.reservations.wake()  # behind a NAT now: find a relay at once
+        self._addresses_changed()  # the order of our addresses follows our reach
+
+    def _addresses_changed(self) -> None:
+        self._readvertise.set()
+        self._readvertise = asyncio.Event()
 
     async def __aenter__(self) -> Node:
         await self.start()
@@ -144,11 +163,13 @@ class Node:
             )
             self.p2p.set_request_handler(PING_PROTOCOL, _pong, max_request=8, max_response=8)
             self.reachability.install()
-            await self.p2p.start(P2PConfig(listen=self.config.listen))
+            await self.p2p.start(P2PConfig(listen=self.config.listen,
+                                           relay_hop=self.config.relay_hop))
             await self.p2p.subscribe(ROOMS_TOPIC, self._gossip_validate, self._on_gossip)
             self._tasks.spawn(self._watch_peers(), "peers")
             self._tasks.spawn(self._expire_directory(), "expiry")
             self._tasks.spawn(self.reachability.run(), "reachability")
+            self._tasks.spawn(self.reservations.run(), "relay reservations")
             await self._bootstrap()
             if self.config.lan:
                 await self._start_lan()
@@ -215,7 +236,10 @@ class Node:
                 last_dht = now
                 self._tasks.spawn(self._dht_put(room, record.encoded), "dht put")
             await self._advertise_lan()
-            await asyncio.sleep(self.config.announce_ttl_s / 3)
+            changed = self._readvertise
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), self.config.announce_ttl_s / 3)
+                last_dht = -ttl_ms  # new addresses: into the DHT at once too
 
     async def _dht_put(self, room: PublicKey, record: bytes) -> None:
         try:
@@ -264,6 +288,11 @@ class Node:
             dht_task.cancel()
             with contextlib.suppress(BaseException):
                 await dht_task
+
+    def contact_for(self, room: PublicKey) -> Contact | None:
+        """The host of ``room`` as its newest announcement known here names it, if any."""
+        known = self.directory.announcement(room)
+        return _contact(known) if known is not None else None
 
     async def _find_in_dht(self, room: PublicKey, delay: float = 0.0) -> Announcement | None:
         await asyncio.sleep(delay)
@@ -377,7 +406,7 @@ class Node:
             "rooms_known": len(self.directory),
             "rooms_hosted": len(self._hosted),
             "requests_retried": self.requests_retried,
-            "reachability": self.reachability.statistics(),
+            "reachability": self.reach_statistics(),
             "rejected": {
                 **p2p.rejected,
                 **self.rejections.statistics(),

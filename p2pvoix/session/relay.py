@@ -123,6 +123,8 @@ class TreeCoordinator:
             self._apply(self.planner.set_stage(node, person.stage))
         if member.slots != person.slots:
             self._apply(self.planner.set_slots(node, person.slots))
+        if member.reach != person.reach:
+            self._apply(self.planner.set_reach(node, person.reach))
 
     def _apply(self, change: PlanChange) -> None:
         for assignment in change.assignments:

@@ -67,10 +67,9 @@ PLAN_RETRY_S = 3.0  # a listener without an assignment asks again this often
 PROBE_TIMEOUT_S = 1.5  # a parent reported dead must answer a ping within this to stay (0.7 s
 # evicted live relays under load; orphans with a standby link are fed meanwhile anyway)
 CAPACITY_SAMPLE_S = 2.0
-UNREACHABLE = ("nat", "symmetric")  # reach values (reach/verdict.py) no outside peer can dial
 SEQUENCER_SILENT_MS = 15_000  # no presence from the sequencer for this long: it is gone
 ACT_TIMEOUT_S = 5.0
-SYNC_RETRY_PAUSES_S = (0.5, 1.0, 2.0)
+SYNC_RETRY_PAUSES_S = (0.5, 1.0, 2.0, 4.0)
 
 
 class RoomHasEnded(P2pvoixError):
@@ -283,7 +282,7 @@ class RoomSession:
             if self.plan.assignment and self.plan.assignment.parent else None,
             "slots": self.media.slots,
             "plan": self.coordinator.statistics() if self.coordinator else None,
-            "reachability": self.node.reachability.statistics(),
+            "reachability": self.node.reach_statistics(),
         }
 
     # ---- the room topic ----
@@ -428,7 +427,7 @@ class RoomSession:
             )
         people = {p.identity: self._participant(p.identity, p.relay_slots, p.reach, p.time_ms)
                   for p in self.roster.present()}
-        people[self.me] = self._participant(self.me, self.media.slots, "unknown")
+        people[self.me] = self._participant(self.me, self.media.slots, self.node.reach)
         self.coordinator.sync(people)
         now = asyncio.get_running_loop().time()
         rebalance = now - self._last_rebalance >= REBALANCE_EVERY_S
@@ -445,8 +444,6 @@ class RoomSession:
             await asyncio.sleep(CAPACITY_SAMPLE_S)
             sample = Sample(int(loop.time() * 1000), time.process_time(),
                             self.media.links.child_bytes_sent(), self.media.children())
-            # Nobody outside can open a link to a node behind a NAT: it feeds no children.
-            self.capacity.set_reachable(self.node.reach not in UNREACHABLE)
             slots = self.capacity.update(sample)
             if slots != self.media.slots or self.node.reach != self._advertised_reach:
                 self.media.slots = slots
@@ -653,8 +650,14 @@ class RoomSession:
 async def _sync_from_any(node: Node, room: PublicKey, contacts: list[Contact]
                          ) -> tuple[RoomLog, tuple[bytes, ...]]:
     """The room's verified state from the first contact that serves it; each contact is tried a
-    few times, since a busy peer may drop a new stream (and any peer may be briefly away)."""
+    few times, since a busy peer may drop a new stream (and any peer may be briefly away). Each
+    round also takes the room's newest announcement: a host behind a NAT announces its relayed
+    address a few seconds after opening the room, once it knows it needs one."""
     for attempt, pause in enumerate(SYNC_RETRY_PAUSES_S):
+        newest = node.contact_for(room)
+        if newest is not None and newest not in contacts:
+            contacts = [newest] + [c for c in contacts if c.peer_id != newest.peer_id] + \
+                [c for c in contacts if c.peer_id == newest.peer_id]
         for contact in contacts:
             if not await node.connect(contact):
                 continue

@@ -56,7 +56,8 @@ class View:
 
     def reachable(self, node):
         member = self.members[node]
-        return member.stage or member.reach == "public"
+        return member.reach == "public" or (member.stage and member.reach not in ("nat",
+                                                                                  "symmetric"))
 
     def may_feed(self, child, parent):
         if (not self.planner.nat_needs_reachable_parent
@@ -212,6 +213,7 @@ other_call = st.one_of(
     st.tuples(st.just("leave"), st.integers(0, 1000)),
     st.tuples(st.just("slots"), st.integers(0, 1000), st.integers(0, 5)),
     st.tuples(st.just("stage"), st.integers(0, 1000), st.booleans()),
+    st.tuples(st.just("reach"), st.integers(0, 1000), st.sampled_from(REACHES)),
     st.tuples(st.just("rebalance"), st.integers(0, 12)),
 )
 # A room: its stage, an audience arriving, then every kind of call mixed with more arrivals.
@@ -246,6 +248,8 @@ def run(planner, steps, on_step=None):
                 change = planner.leave(node)
             elif kind == "slots":
                 change = planner.set_slots(node, step[2])
+            elif kind == "reach":
+                change = planner.set_reach(node, step[2])
             else:
                 change = planner.set_stage(node, step[2])
         after = check(planner)
@@ -403,7 +407,7 @@ def test_members_are_validated_and_misuse_raises():
 
 def test_a_nat_listener_hangs_only_below_public_or_stage():
     members = (
-        Member("s", 1, "nat", stage=True),  # a stage node counts as reachable
+        Member("s", 1, "unknown", stage=True),  # a stage node not known to be NAT'd qualifies
         Member("p", 2, "public"),
         Member("u", 3, "unknown"),
         Member("n1", 0, "nat"),
@@ -418,6 +422,18 @@ def test_a_nat_listener_hangs_only_below_public_or_stage():
     trusting = room(*members, unknown_is_reachable=True)
     assert trusting.statistics()["unattached"] == {}
     assert {trusting.parent_of("n2"), trusting.parent_of("n3")} == {"u"}
+
+
+def test_a_speaker_behind_a_nat_feeds_a_public_relay_and_nat_listeners_hang_from_it():
+    planner = room(
+        Member("s", 2, "nat", stage=True),  # NAT'd, yet it can feed a child that is reachable
+        Member("relay", 4, "public"),
+    )
+    planner.join(Member("n", 0, "symmetric"))
+    planner.join(Member("m", 0, "nat"))
+    assert planner.parent_of("relay") == "s"
+    assert planner.parent_of("n") == "relay" and planner.parent_of("m") == "relay"
+    check(planner)
 
 
 def test_a_nat_member_displaces_a_non_nat_one_from_a_reachable_slot():

@@ -1,0 +1,116 @@
+"""Rooms across NATs (issue 8), on one machine: an "internet" switch, homes behind NAT routers.
+
+    internet 203.0.113.0/24 ── relay (p2pvoix relay, .2) ── stun (coturn at .3 and .4)
+        ├─ routerA .10 ── home A 192.168.1.0/24: Amina hosts (port-preserving masquerade)
+        └─ routerB .20 ── home B 192.168.2.0/24: Zineb listens (masquerade random: symmetric)
+
+Every node is the real CLI in a namespace of its own, with default listen addresses; the only
+settings are the ones a user behind a NAT gives: a bootstrap node and two STUN servers.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from tests import netlab
+from tests.audiotools import read_wav, tone_presence
+from tests.coturn import coturn
+
+lab = netlab.lab
+pytestmark = [pytest.mark.async_timeout(150), pytest.mark.timeout(180)]
+
+STUN = ("--stun", "stun:203.0.113.3:3478", "--stun", "stun:203.0.113.4:3478")
+
+
+def cli(ns: netlab.Namespace, home: Path, *args: str) -> netlab.Child:
+    # With P2PVOIX_LOG set (debugging a failure), each process logs to its own file by its home.
+    log = {"P2PVOIX_LOG_FILE": f"{home}.log"} if os.environ.get("P2PVOIX_LOG") else {}
+    return ns.python("-m", "p2pvoix", *args, "--home", str(home), "--no-lan", "--json", env=log)
+
+
+def home(lab: netlab.Lab, internet: netlab.Switch, name: str, wan: str, net: str,
+         random_ports: bool) -> netlab.Namespace:
+    """A home: a NAT router on the internet and one host behind it; returns the host."""
+    lan = lab.switch(f"{name}-lan")
+    router = lab.router(f"{name}-gw", (internet, f"{wan}/24"), (lan, f"{net}.1/24"))
+    router.masquerade("eth0", random_ports=random_ports)
+    host = lab.namespace(name)
+    host.connect(lan, f"{net}.2/24")
+    host.route("default", via=f"{net}.1")
+    return host
+
+
+def status_of(child: netlab.Child) -> dict:
+    child.send({"cmd": "status"})
+    return child.expect(lambda m: m.get("type") == "status", 10)
+
+
+def reach_of(child: netlab.Child, timeout: float = 30) -> dict:
+    return child.expect(lambda m: m.get("type") == "reach", timeout)
+
+
+def test_a_room_hosted_behind_one_nat_is_heard_behind_another_through_a_relay(lab, tmp_path):
+    netlab.skip_unless_netns("nft")
+    internet = lab.switch("internet")
+    relay_ns, stun_ns = lab.namespace("relay"), lab.namespace("stun")
+    relay_ns.connect(internet, "203.0.113.2/24")
+    stun_ns.connect(internet, "203.0.113.3/24")
+    stun_ns.ip("addr", "add", "203.0.113.4/24", "dev", "eth0")
+    amina_ns = home(lab, internet, "amina", "203.0.113.10", "192.168.1", random_ports=False)
+    zineb_ns = home(lab, internet, "zineb", "203.0.113.20", "192.168.2", random_ports=True)
+
+    with coturn(["203.0.113.3", "203.0.113.4"], prefix=["ip", "netns", "exec", stun_ns.name]):
+        relay = cli(relay_ns, tmp_path / "relay", "relay", "--listen", "/ip4/0.0.0.0/tcp/4001",
+                    "--relay-slots", "4", *STUN)
+        started = relay.expect(lambda m: m.get("type") == "relay_started", 30)
+        boot = next(a for a in started["addrs"] if a.startswith("/ip4/203.0.113.2/"))
+
+        amina = cli(amina_ns, tmp_path / "amina", "host", "Across the sea", "--input",
+                    "tone:440", "--output", "none", "--bootstrap", boot, *STUN)
+        room = amina.expect(lambda m: m.get("type") == "room_opened", 30)["key"]
+        zineb = cli(zineb_ns, tmp_path / "zineb", "join", room, "--input", "none", "--output",
+                    "none", "--record", str(tmp_path / "zineb.wav"), "--bootstrap", boot, *STUN)
+
+        # Each learns its reach: the relay is public, Amina's NAT keeps one mapping per socket
+        # (hole punching could work), Zineb's gives each destination a new port.
+        assert reach_of(relay)["reach"] == "public"
+        amina_reach = reach_of(amina)
+        assert amina_reach["reach"] == "nat", amina_reach
+        assert amina_reach["seen"].startswith("203.0.113.10:")  # her router's public side
+        assert reach_of(zineb)["reach"] == "symmetric"
+
+        # Zineb found the room (its announcement names Amina's relayed address), synced with
+        # Amina through the relay's circuit, and hears her through the relay's media link.
+        try:
+            first = zineb.expect(lambda m: m.get("type") == "first_audio", 60)
+        except AssertionError as failure:
+            raise AssertionError(f"{failure}\nZineb: {status_of(zineb)}\n"
+                                 f"Amina: {status_of(amina)}") from None
+        heard_from = time.monotonic()
+        time.sleep(6.0)
+        zineb.send({"cmd": "status"})
+        status = zineb.expect(lambda m: m.get("type") == "status", 10)
+        amina.send({"cmd": "status"})
+        host_status = amina.expect(lambda m: m.get("type") == "status", 10)
+        relay_peer = started["peer_id"]
+        report = {
+            "Amina": (amina_reach["reach"], "stage (root)"),
+            "Zineb": (status["reachability"]["reach"],
+                      "via relay" if status["parent"] == relay_peer else
+                      f"parent {status['parent']}"),
+        }
+        print("\nNAT lab:", report, f"first audio after {first['after_s']} s")
+        assert status["parent"] == relay_peer, status
+        assert host_status["reachability"]["relayed"]["relays"] == [relay_peer[-6:]]
+        zineb.send({"cmd": "leave"})
+        assert zineb.wait(20) == 0
+        listened = time.monotonic() - heard_from
+
+    pcm, rate = read_wav(tmp_path / "zineb.wav")
+    present = tone_presence(pcm, rate, [440.0], 100)[:, 0]
+    tail = present[-int(listened * 10) + 10:]  # the last seconds, past the first second heard
+    assert tail.mean() >= 0.95, f"the tone was present in {tail.mean():.0%} of 100 ms windows"
