@@ -53,7 +53,10 @@ def _log_if_asked() -> None:
     path = os.environ.get("P2PVOIX_LOG_FILE")
     handler = logging.FileHandler(path) if path else logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    logger = logging.getLogger("p2pvoix")
-    logger.setLevel(level)
-    logger.addHandler(handler)
-    logger.propagate = False  # once, not again through a handler libp2p may give the root
+    # P2PVOIX_LOG_ALSO=aioice,aiortc adds libraries' own logs (ICE trouble shows there).
+    names = ["p2pvoix", *filter(None, os.environ.get("P2PVOIX_LOG_ALSO", "").split(","))]
+    for name in names:
+        logger = logging.getLogger(name.strip())
+        logger.setLevel(level)
+        logger.handlers[:] = [handler]
+        logger.propagate = False  # once, not again through a handler libp2p may give the root

@@ -242,6 +242,19 @@ class RtcLink:
             callback_errors=self._callback_errors,
         )
 
+    def path(self) -> tuple[str, str] | None:
+        """The ICE candidate types of the pair in use, ours then the peer's — ``host``,
+        ``srflx``/``prflx`` (through a NAT) or ``relay`` (TURN) — or None before connecting.
+
+        aiortc does not expose the selected pair: aioice keeps it in ``Connection._nominated``
+        (pinned by ``test_the_selected_candidate_pair_is_aioices_nominated_one``)."""
+        ice = self._transceiver.receiver.transport.transport
+        connection = getattr(ice, "_connection", None)
+        pair = getattr(connection, "_nominated", {}).get(1) if connection is not None else None
+        if pair is None:
+            return None
+        return str(pair.local_candidate.type), str(pair.remote_candidate.type)
+
     async def close(self) -> None:
         """Close the link (RTCP BYE and DTLS close_notify reach the peer); idempotent.
 

@@ -137,6 +137,10 @@ class Node:
     def reach_statistics(self) -> dict[str, object]:
         return {**self.reachability.statistics(), "relayed": self.reservations.statistics()}
 
+    def addresses_changed(self) -> asyncio.Event:
+        """An event set the next time our addresses (or their order) change."""
+        return self._readvertise
+
     def _reach_changed(self) -> None:
         self.reservations.wake()  # behind a NAT now: find a relay at once
         self._addresses_changed()  # the order of our addresses follows our reach

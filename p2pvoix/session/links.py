@@ -125,6 +125,9 @@ class LinkManager:
             "links": len(self._links),
             "up": sum(link.up for link in self._links.values()),
             "rejected": self.rejections.statistics(),
+            # How each link crossed the network: our ICE candidate type, then the peer's.
+            "paths": {peer.peer_id: "/".join(path) for peer, link in self._links.items()
+                      if link.up and (path := link.rtc.path()) is not None},
         }
 
     # ---- sending ----

@@ -583,7 +583,9 @@ class RoomSession:
             await asyncio.sleep(delay)
             await self._publish(self._my_presence().envelope.encoded)
         while True:
-            await asyncio.sleep(REFRESH_MS / 1000)
+            # Also at once when our addresses change (behind a NAT: a relayed address to share).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.node.addresses_changed().wait(), REFRESH_MS / 1000)
             await self._publish(self._my_presence().envelope.encoded)
 
     async def _maintenance_loop(self) -> None:

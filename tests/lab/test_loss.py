@@ -14,6 +14,7 @@ import time
 import pytest
 
 from tests import netlab
+from tests.lab.report import LAB_REPORT
 
 lab = netlab.lab
 pytestmark = [pytest.mark.async_timeout(120), pytest.mark.timeout(150)]
@@ -64,7 +65,7 @@ def test_five_percent_loss_each_way_leaves_99_percent_of_frames_without_a_long_h
     assert lost >= 0.02 * ticks, f"the loss did not happen: {delta}"  # ~5 % expected
     assert delta["fec"] > 0, f"no frame was rebuilt by FEC: {delta}"
     clean = 1 - delta["long_gap_frames"] / ticks
-    print(f"\n{LOSS_PERCENT} % loss each way: {ticks} ticks, {delta['fec']} rebuilt by FEC, "
-          f"{delta['concealed']} concealed, {delta['long_gaps']} holes > 60 ms "
-          f"({delta['long_gap_frames']} ticks); {clean:.2%} without a long hole")
+    LAB_REPORT.append((f"{LOSS_PERCENT} % random loss each way on the listener's link", "public",
+                       "direct", f"{ticks} ticks: {delta['fec']} FEC, {delta['concealed']} "
+                       f"concealed, {delta['long_gaps']} holes > 60 ms; {clean:.2%} clean"))
     assert clean >= 0.99, delta

@@ -19,6 +19,7 @@ import pytest
 from tests import netlab
 from tests.audiotools import read_wav, tone_presence
 from tests.coturn import coturn
+from tests.lab.report import LAB_REPORT
 
 lab = netlab.lab
 pytestmark = [pytest.mark.async_timeout(150), pytest.mark.timeout(180)]
@@ -97,14 +98,13 @@ def test_a_room_hosted_behind_one_nat_is_heard_behind_another_through_a_relay(la
         amina.send({"cmd": "status"})
         host_status = amina.expect(lambda m: m.get("type") == "status", 10)
         relay_peer = started["peer_id"]
-        report = {
-            "Amina": (amina_reach["reach"], "stage (root)"),
-            "Zineb": (status["reachability"]["reach"],
-                      "via relay" if status["parent"] == relay_peer else
-                      f"parent {status['parent']}"),
-        }
-        print("\nNAT lab:", report, f"first audio after {first['after_s']} s")
+        path = status["media"]["links"]["paths"].get(relay_peer)
+        LAB_REPORT.append(("room behind NAT A, listener behind symmetric NAT B",
+                           f"Amina {amina_reach['reach']}, Zineb {status['reachability']['reach']}",
+                           f"via p2pvoix relay (ICE {path}); signalling via circuit relay",
+                           f"first audio {first['after_s']} s"))
         assert status["parent"] == relay_peer, status
+        assert path is not None and "relay" not in path, path  # no TURN on this path
         assert host_status["reachability"]["relayed"]["relays"] == [relay_peer[-6:]]
         zineb.send({"cmd": "leave"})
         assert zineb.wait(20) == 0
@@ -114,3 +114,4 @@ def test_a_room_hosted_behind_one_nat_is_heard_behind_another_through_a_relay(la
     present = tone_presence(pcm, rate, [440.0], 100)[:, 0]
     tail = present[-int(listened * 10) + 10:]  # the last seconds, past the first second heard
     assert tail.mean() >= 0.95, f"the tone was present in {tail.mean():.0%} of 100 ms windows"
+

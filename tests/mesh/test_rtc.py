@@ -702,3 +702,23 @@ def _source(function) -> str:
     import inspect
 
     return inspect.getsource(function)
+
+
+def test_the_selected_candidate_pair_is_aioices_nominated_one():
+    """``RtcLink.path`` reads aioice's ``Connection._nominated``: loopback links are host/host."""
+
+    paths = []
+
+    async def main():
+        a, b = Endpoint(), Endpoint()
+        try:
+            assert a.link.path() is None
+            await connect(a, b)
+            ice = a.link._transceiver.receiver.transport.transport
+            assert set(ice._connection._nominated) == {1}
+            paths.extend([a.link.path(), b.link.path()])
+        finally:
+            await asyncio.gather(a.link.close(), b.link.close())
+
+    run(main)
+    assert paths == [("host", "host"), ("host", "host")]
