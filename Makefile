@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench fuzz lint clean
+.PHONY: test demo bench fuzz lab lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ FUZZ_EXAMPLES ?= 2500
 fuzz: $(STAMP)
 	P2PVOIX_FUZZ=long FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest tests/fuzz \
 	  --timeout=3600 -q --durations=10 $(PYTEST_ARGS)
+
+# The network lab (docs/nat.md): homes behind NAT routers, relays, coturn, lossy links, each in a
+# network namespace (root; skipped with the reason elsewhere), ending with a report table. Its
+# cases also run in `make test`.
+lab: $(STAMP)
+	$(BIN)/python -m pytest tests/lab tests/test_netlab.py -rs $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check p2pvoix tests bench examples

@@ -115,3 +115,65 @@ def test_a_room_hosted_behind_one_nat_is_heard_behind_another_through_a_relay(la
     tail = present[-int(listened * 10) + 10:]  # the last seconds, past the first second heard
     assert tail.mean() >= 0.95, f"the tone was present in {tail.mean():.0%} of 100 ms windows"
 
+
+
+def test_killing_the_relay_that_feeds_a_nat_listener_brings_audio_back_within_two_seconds(
+    lab, tmp_path
+):
+    """Two public relays; Zineb (symmetric NAT) hangs from one and keeps a standby link to the
+    other. The one feeding her is killed outright: her audio must be back within 2 s."""
+    netlab.skip_unless_netns("nft")
+    internet = lab.switch("internet")
+    stun_ns = lab.namespace("stun")
+    stun_ns.connect(internet, "203.0.113.3/24")
+    stun_ns.ip("addr", "add", "203.0.113.4/24", "dev", "eth0")
+    relay_nss = []
+    for index in (1, 2):
+        ns = lab.namespace(f"relay{index}")
+        ns.connect(internet, f"203.0.113.{5 + index}/24")
+        relay_nss.append(ns)
+    amina_ns = home(lab, internet, "amina", "203.0.113.10", "192.168.1", random_ports=False)
+    zineb_ns = home(lab, internet, "zineb", "203.0.113.20", "192.168.2", random_ports=True)
+
+    with coturn(["203.0.113.3", "203.0.113.4"], prefix=["ip", "netns", "exec", stun_ns.name]):
+        relays, boots = {}, []
+        for index, ns in enumerate(relay_nss, 1):
+            relay = cli(ns, tmp_path / f"relay{index}", "relay", "--listen",
+                        "/ip4/0.0.0.0/tcp/4001", "--relay-slots", "4", *STUN,
+                        *(("--bootstrap", boots[0]) if boots else ()))
+            started = relay.expect(lambda m: m.get("type") == "relay_started", 30)
+            boots.append(next(a for a in started["addrs"] if a.startswith("/ip4/203.0.113.")))
+            relays[started["peer_id"]] = relay
+        bootstrap = [arg for boot in boots for arg in ("--bootstrap", boot)]
+        amina = cli(amina_ns, tmp_path / "amina", "host", "Two relays", "--input", "tone:440",
+                    "--output", "none", *bootstrap, *STUN)
+        room = amina.expect(lambda m: m.get("type") == "room_opened", 30)["key"]
+        zineb = cli(zineb_ns, tmp_path / "zineb", "join", room, "--input", "none", "--output",
+                    "none", *bootstrap, *STUN)
+        zineb.expect(lambda m: m.get("type") == "first_audio", 60)
+
+        # Wait until she hangs from one relay with a standby link up to the other.
+        deadline = time.monotonic() + 30
+        while True:
+            status = status_of(zineb)
+            paths = status["media"]["links"]["paths"]
+            if status["parent"] in relays and set(relays) <= set(paths):
+                break
+            assert time.monotonic() < deadline, f"no standby link: {status}"
+            time.sleep(0.5)
+        time.sleep(2.0)
+        before = next(iter(status_of(zineb)["media"]["engine"]["streams"].values()))
+        victim = relays[status["parent"]]
+        victim.popen.kill()
+        killed = time.monotonic()
+        time.sleep(6.0)
+        streams = status_of(zineb)["media"]["engine"]["streams"]
+        after = next(iter(streams.values()))
+        hole_s = (after["long_gap_frames"] - before["long_gap_frames"]) * 0.02
+        played = after["played"] + after["fec"] - before["played"] - before["fec"]
+        LAB_REPORT.append(("the relay feeding a NAT'd listener is killed",
+                           "Zineb symmetric", "to the standby relay",
+                           f"hole {hole_s:.2f} s, {played} frames in the 6 s after"))
+        assert len(streams) == 1 and after["played"] >= before["played"]  # the same stream
+        assert hole_s <= 2.0, f"audio came back after {hole_s:.2f} s ({before} -> {after})"
+        assert played >= (time.monotonic() - killed - 2.5) * 50 * 0.9
