@@ -405,3 +405,58 @@ def test_a_connections_remote_address_is_on_its_muxed_connection():
 
     address = trio.run(main)
     assert isinstance(address, tuple) and address[0] == "127.0.0.1" and address[1] > 0
+
+
+def test_circuit_relay_v2_as_the_adapter_uses_it():
+    """``TrioStack.reserve`` and ``_connect_through_relay`` (p2pvoix/reach/reservations.py):
+    - the host's own dial refuses relay addresses, so circuits are dialed by the transport;
+    - ``CircuitV2Transport._make_reservation`` sends RESERVE without starting a refresher;
+    - ``CircuitV2Transport.reserve`` starts one (the refresher that spins once the relay is gone,
+      which is why the adapter reserves and renews by itself)."""
+    from libp2p.peer.peerinfo import PeerInfo
+    from libp2p.relay.circuit_v2 import CircuitV2Protocol, CircuitV2Transport, RelayLimits
+    from libp2p.relay.circuit_v2.config import RelayConfig, RelayRole
+    from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP
+
+    async def main():
+        relay, target, dialer = _host(), _host(), _host()
+        limits = RelayLimits(duration=0, data=1 << 20, max_circuit_conns=4, max_reservations=4)
+        async with _running(relay, target, dialer), trio.open_nursery() as nursery:
+            services = [CircuitV2Protocol(relay, limits=limits, allow_hop=True),
+                        CircuitV2Protocol(target, allow_hop=False),
+                        CircuitV2Protocol(dialer, allow_hop=False)]
+            async with contextlib.AsyncExitStack() as stack:
+                for service in services:
+                    await stack.enter_async_context(background_trio_service(service))
+                target_transport = CircuitV2Transport(target, services[1], RelayConfig())
+                dialer_transport = CircuitV2Transport(dialer, services[2],
+                                                      RelayConfig(roles=RelayRole.STOP))
+                await target.connect(_info(relay))
+                await dialer.connect(_info(relay))
+                stream = await target.new_stream(relay.get_id(), [HOP])
+                reserved = await target_transport._make_reservation(stream, relay.get_id())
+                await stream.close()
+                refreshing_after_ours = target_transport._refreshing
+                circuit = Multiaddr(f"{relay.get_addrs()[0]}/p2p-circuit/p2p/{target.get_id()}")
+                refused = None
+                try:
+                    with trio.fail_after(5):
+                        await dialer.connect(PeerInfo(target.get_id(), [circuit]))
+                except Exception as exc:  # the swarm drops relay addresses from host dials
+                    refused = exc
+                dialer.get_network()._negative_peer_cache.evict(str(target.get_id()))
+                with trio.fail_after(5):
+                    await dialer_transport.dial(circuit)
+                joined = bool(dialer.get_network().get_connections(target.get_id()))
+                stream = await target.new_stream(relay.get_id(), [HOP])
+                await target_transport.reserve(stream, relay.get_id(), nursery)
+                await stream.close()
+                refreshing_after_theirs = target_transport._refreshing
+                nursery.cancel_scope.cancel()
+        return reserved, refreshing_after_ours, refused, joined, refreshing_after_theirs
+
+    reserved, ours, refused, joined, theirs = trio.run(main)
+    assert reserved is True and ours is False
+    assert refused is not None, "host.connect dialed a circuit address: drop the transport dial"
+    assert joined  # the transport's connection joined the swarm: requests use it
+    assert theirs is True
