@@ -52,7 +52,7 @@ from dataclasses import dataclass, replace
 
 from p2pvoix.mesh import _planner_rebalance
 from p2pvoix.mesh._planner_place import Latency, PlannerCore
-from p2pvoix.mesh._planner_tree import REACH, Id, Member, Move
+from p2pvoix.mesh._planner_tree import NAT_LIKE, REACH, Id, Member, Move
 
 __all__ = [
     "REACH", "Assignment", "Latency", "Member", "Move", "PlanChange", "Planner", "optimal_depth"
@@ -257,10 +257,12 @@ class Planner(PlannerCore):
         self._check(node)
         self._begin()
         tree.replace(replace(tree.members[node], reach=reach))
-        # Backups are checked again: its own (it may need a reachable one now), and those it was
-        # for (it may no longer feed NAT members).
-        tree.dirty.add(node)
-        tree.dirty.update(tree.users[node])
+        # Backups are checked again where reach decides them: its own if it is behind a NAT now,
+        # and those of NAT'd members it backs (it may no longer feed them). Other backups stay:
+        # every node's first measurement (unknown, then public) must not reshuffle the room.
+        if reach in NAT_LIKE:
+            tree.dirty.add(node)
+        tree.dirty.update(u for u in tree.users[node] if tree.members[u].reach in NAT_LIKE)
         for child in sorted(c for c in tree.children[node] if not self.may_feed(c, node)):
             self._move_or_unlink(child)
         parent = tree.parent[node]
