@@ -332,9 +332,12 @@ class LinkManager:
             self._closed_bytes += link.bytes_out
         was_up = link.up
         link.up = False
-        await link.rtc.close()
         if was_up:
+            # Said before the close, not after: with a dead peer aiortc may take its grace
+            # periods (up to ~2 s) to close, and a repair — our backup feeding us — must not
+            # wait for that (it pushed repairs on the 28-listener test past 2 s).
             self._on_down(link.peer, reason)
+        await link.rtc.close()
 
     async def _discard(self, link: Link) -> None:
         self._unregister(link)

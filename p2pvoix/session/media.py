@@ -64,10 +64,6 @@ logger = logging.getLogger(__name__)
 
 BACKUP_RETRY_S = 5.0  # a backup that refused a standby link is asked again after this
 PARENT_ATTEMPTS = 2  # failed attempts to reach the assigned parent before asking for another
-# A child the plan moved to another parent keeps being fed until its new parent is up
-# (make-before-break), but its slot is free at once; after this long it is closed, so a child whose
-# new parent never answers cannot keep this node over its capacity.
-MOVE_GRACE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -316,16 +312,6 @@ class MediaPlane:
                    and peer not in self._preempted and not self._both_on_stage(peer)
                    and not (self._role_for(peer) is LinkRole.CHILD
                             and self.moved_away(peer) is not None))
-
-    def close_moved_children(self) -> None:
-        """Close children the plan moved elsewhere more than MOVE_GRACE_S ago (called each
-        second): their new parent should be up by then, and they must not keep us over capacity."""
-        for peer in list(self.links.links()):
-            moved = self.moved_away(peer)
-            if (moved is not None and moved >= MOVE_GRACE_S and peer not in self._preempted
-                    and self._role_for(peer) is LinkRole.CHILD and not self._both_on_stage(peer)):
-                self._preempted.add(peer)
-                self._tasks.spawn(self.links.close(peer, "moved"), "close a moved child")
 
     def _refresh_links(self) -> None:
         infos = {}

@@ -137,19 +137,22 @@ class MyPlan:
 
 
 class Placements:
-    """The newest parent the plan names for every node, and since when (monotonic seconds).
+    """The newest parent (and backup) the plan names for every node, and since when.
 
     A relay reads it to tell a child the plan has moved elsewhere from one it still feeds by the
     plan. A moved child leaves on its own once its new parent is up (make-before-break), but until
     then it holds a slot: when moves form a chain or a cycle (A goes to B's parent while B goes to
     A's, each parent full), every new parent would refuse and nobody would move. A moved child's
-    slot therefore counts as free (``session/media.py``).
+    slot therefore counts as free (``session/media.py``). A child the plan names us the *backup*
+    of is not moved: it is being fed by us after its parent died, until the next plan says so.
     """
 
     MAX_NODES = 20_000  # a bound on memory: rooms are far smaller, and departed nodes linger
 
     def __init__(self) -> None:
-        self._newest: dict[PublicKey, tuple[tuple[int, int], PublicKey | None, float]] = {}
+        # who -> ((epoch, version), parent, backup, since)
+        self._newest: dict[PublicKey, tuple[tuple[int, int], PublicKey | None,
+                                            PublicKey | None, float]] = {}
 
     def take(self, plan: Plan, now_s: float) -> None:
         for entry in plan.entries:
@@ -157,20 +160,21 @@ class Placements:
             known = self._newest.get(entry.who)
             if known is not None and key <= known[0]:
                 continue
-            since = known[2] if known is not None and known[1] == entry.parent else now_s
-            self._newest[entry.who] = (key, entry.parent, since)
+            since = known[3] if known is not None and known[1] == entry.parent else now_s
+            self._newest[entry.who] = (key, entry.parent, entry.backup, since)
         if len(self._newest) > self.MAX_NODES:
-            oldest = sorted(self._newest, key=lambda who: self._newest[who][2])
+            oldest = sorted(self._newest, key=lambda who: self._newest[who][3])
             for who in oldest[: len(self._newest) - self.MAX_NODES]:
                 del self._newest[who]
 
     def moved_away(self, child: PublicKey, parent: PublicKey, now_s: float) -> float | None:
         """Seconds since the plan moved ``child`` from ``parent`` to another parent; None if the
-        plan still puts it under ``parent``, names no parent, or is not known here."""
+        plan still puts it under ``parent`` (or names ``parent`` its backup), names no parent,
+        or is not known here."""
         known = self._newest.get(child)
-        if known is None or known[1] is None or known[1] == parent:
+        if known is None or known[1] is None or parent in (known[1], known[2]):
             return None
-        return now_s - known[2]
+        return now_s - known[3]
 
 
 def _entry_wire(entry: Assignment) -> dict[str, Any]:

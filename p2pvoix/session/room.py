@@ -596,7 +596,6 @@ class RoomSession:
                 self._emit(event)
             if self._plan_drifted():
                 self._apply_plan()
-            self.media.close_moved_children()
             self._update_media()
             await self._catch_up()
             self._maybe_take_over(now)

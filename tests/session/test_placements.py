@@ -12,9 +12,9 @@ SEQUENCER = SigningKey(os.urandom(32))
 A, P, Q = (SigningKey(os.urandom(32)).public for _ in range(3))
 
 
-def plan(version: int, parent, epoch: int = 1):  # type: ignore[no-untyped-def]
+def plan(version: int, parent, epoch: int = 1, backup=None):  # type: ignore[no-untyped-def]
     return sign_plan(SEQUENCER, ROOM, topology="tree", epoch=epoch, version=version,
-                     entries=[Assignment(A, version, parent, None, 1)], now_ms=0)
+                     entries=[Assignment(A, version, parent, backup, 1)], now_ms=0)
 
 
 def test_a_child_moved_elsewhere_counts_from_the_plan_that_moved_it():
@@ -47,3 +47,10 @@ def test_memory_is_bounded():
                                   entries=[Assignment(who, version, P, None, 1)], now_ms=0),
                         now_s=float(version))
     assert len(placements._newest) == 3
+
+
+def test_a_child_whose_backup_we_are_is_not_moved_away_from_us():
+    """After its parent died, a child's backup feeds it until the next plan: not a moved child."""
+    placements = Placements()
+    placements.take(plan(1, P, backup=Q), now_s=1.0)
+    assert placements.moved_away(A, Q, now_s=30.0) is None
