@@ -10,9 +10,10 @@ Rules the planner keeps after every call (``tests/mesh/test_planner.py`` checks 
 
 - No node has more children than its slots, stage nodes included; 0 slots makes a leaf.
 - No cycles. With ``nat_needs_reachable_parent``, a member whose reach is ``"nat"`` or
-  ``"symmetric"`` hangs only below a stage node or a ``"public"`` member. ``"unknown"`` counts as not reachable (a NAT we have
-  not measured yet is still a NAT) unless ``unknown_is_reachable``; as a *child* an unknown member
-  goes anywhere, as it may be able to accept connections.
+  ``"symmetric"`` hangs only below a ``"public"`` member or a stage node not itself behind a NAT.
+  ``"unknown"`` counts as not reachable (a NAT we have not measured yet is still a NAT) unless
+  ``unknown_is_reachable``; as a *child* an unknown member goes anywhere, as it may be able to
+  accept connections.
 - Every audience member is attached whenever a free slot it may use exists, or one other member
   can make room for it (one splice or one displacement, see ``_place``). Without the NAT rule that
   is exact: everyone is attached iff the stage has a slot and all slots together ≥ the audience.
@@ -242,11 +243,7 @@ class Planner(PlannerCore):
                 tree.set_depths(node, None)
                 # A NAT child of a demoted node that is not public may no longer stay there.
                 for child in sorted(c for c in tree.children[node] if not self.may_feed(c, node)):
-                    target = self._best_slot(child, tree.free, exclude=child)
-                    if target is not None:
-                        self._move(child, target)
-                    else:
-                        self._moves.append(Move(child, None, tree.unlink(child)))
+                    self._move_or_unlink(child)
                 self._place(node)
         return self._finish()
 

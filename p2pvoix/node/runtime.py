@@ -240,9 +240,9 @@ class Node:
                 last_dht = now
                 self._tasks.spawn(self._dht_put(room, record.encoded), "dht put")
             await self._advertise_lan()
-            changed = self._readvertise
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), self.config.announce_ttl_s / 3)
+                await asyncio.wait_for(self.addresses_changed().wait(),
+                                       self.config.announce_ttl_s / 3)
                 last_dht = -ttl_ms  # new addresses: into the DHT at once too
 
     async def _dht_put(self, room: PublicKey, record: bytes) -> None:

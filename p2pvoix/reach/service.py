@@ -80,11 +80,11 @@ class ReachService:
         mappings = await stun_mappings(self._stun) if self._stun else []
         verdict = judge(answers, mappings)
         self._checked_with = frozenset(asked)
-        if verdict.reach != self.verdict.reach or verdict.seen != self.verdict.seen:
+        changed = verdict.reach != self.verdict.reach or verdict.seen != self.verdict.seen
+        self.verdict = verdict  # before the callback, which reads it through the node
+        if changed:
             logger.info("reach: %s (%s)", verdict.reach, verdict.why)
-            self.verdict = verdict
             self._on_change(verdict)
-        self.verdict = verdict
         return verdict
 
     def statistics(self) -> dict[str, object]:
