@@ -15,6 +15,7 @@ from p2pvoix.cli.discovery import node_command, rooms_command
 from p2pvoix.cli.identity import id_command
 from p2pvoix.cli.live import devices_command, host_command, join_command
 from p2pvoix.cli.relay import relay_command
+from p2pvoix.node.logtag import NodeTagFilter
 from p2pvoix.node.realtime import tune_for_realtime
 
 
@@ -52,7 +53,10 @@ def _log_if_asked() -> None:
     handler: logging.Handler
     path = os.environ.get("P2PVOIX_LOG_FILE")
     handler = logging.FileHandler(path) if path else logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    # %(node)s: which node, where one process runs several (the demo names each by its person).
+    handler.addFilter(NodeTagFilter())
+    handler.setFormatter(logging.Formatter(
+        "%(asctime)s %(node)s %(name)s %(levelname)s %(message)s"))
     # P2PVOIX_LOG_ALSO=aioice,aiortc adds libraries' own logs (ICE trouble shows there).
     names = ["p2pvoix", *filter(None, os.environ.get("P2PVOIX_LOG_ALSO", "").split(","))]
     for name in names:

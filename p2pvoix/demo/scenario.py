@@ -33,6 +33,7 @@ from p2pvoix.mesh.capacity import CapacityPolicy
 from p2pvoix.mesh.forwarding import Play
 from p2pvoix.node.bridge import Portal
 from p2pvoix.node.config import NodeConfig
+from p2pvoix.node.logtag import tagged
 from p2pvoix.node.realtime import freeze_startup_objects
 from p2pvoix.node.runtime import Node
 from p2pvoix.room import Op, hand_queue
@@ -170,6 +171,10 @@ class Demo:
                 await asyncio.wait_for(session.wait_closed(), 5)
 
     async def _host(self) -> RoomSession:
+        with tagged("Amina"):  # the log (P2PVOIX_LOG) names the node each line is about
+            return await self._tagged_host()
+
+    async def _tagged_host(self) -> RoomSession:
         node = await self._node("Amina")
         self.clips["Amina"] = ScheduledClip("speech-fr.ogg")
         session = await RoomSession.host(
@@ -184,6 +189,11 @@ class Demo:
 
     async def _join(self, name: str, key: RoomKey, *, clip: str | None, slots: int,
                     record: Path | None = None) -> RoomSession:
+        with tagged(name):
+            return await self._tagged_join(name, key, clip=clip, slots=slots, record=record)
+
+    async def _tagged_join(self, name: str, key: RoomKey, *, clip: str | None, slots: int,
+                           record: Path | None = None) -> RoomSession:
         node = await self._node(name)
         source = None
         if clip is not None:

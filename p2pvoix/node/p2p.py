@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from p2pvoix.crypto.keys import PublicKey, SigningKey
 from p2pvoix.errors import P2pvoixError, Rejected, UsageError
 from p2pvoix.node.bridge import BridgeClosed, Portal, TrioTask
+from p2pvoix.node.logtag import NODE_TAG
 
 if TYPE_CHECKING:
     from p2pvoix.node._p2p_trio import TrioStack
@@ -547,8 +548,10 @@ class P2PNode:
 
     def _wrap_handler(self, handler: RequestHandler) -> RequestHandler:
         counters = self._counters
+        tag = NODE_TAG.get()  # each answer runs in a task of its own, started from trio
 
         async def answer(peer_id: str, request: bytes) -> bytes:
+            NODE_TAG.set(tag)
             counters.add("requests_in")
             try:
                 response = await handler(peer_id, request)
