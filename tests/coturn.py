@@ -20,7 +20,9 @@ import pytest
 from p2pvoix.reach.service import stun_mappings
 
 USER, PASSWORD = "p2pvoix", "lab-secret"
-READY = "Total General servers"  # coturn's log line once its listeners are open
+READY = "Total General servers"
+PRIVATE_RANGES = ("10.0.0.0-10.255.255.255", "172.16.0.0-172.31.255.255",
+                  "192.168.0.0-192.168.255.255")  # coturn's log line once its listeners are open
 
 
 def skip_unless_coturn() -> None:
@@ -34,6 +36,12 @@ def turnserver_argv(ips: Sequence[str], port: int, log: str) -> list[str]:
             "--fingerprint", "--log-file", log, "--simple-log", "--no-stdout-log",
             "--pidfile", log + ".pid", "--userdb", log + ".db",
             "--min-port", "49152", "--max-port", "49352"]
+    # As docs/nat.md tells users: no relaying into private networks. It is also what keeps ICE
+    # working: a peer's private host candidate is unroutable from the server, and coturn 4.6.1
+    # ends the whole allocation when a send to a bound peer fails ("wrote to peer -1 bytes"),
+    # after which every ChannelBind fails (438 Wrong nonce, then 400).
+    for private in PRIVATE_RANGES:
+        argv += ["--denied-peer-ip", private]
     for ip in ips:
         argv += ["-L", ip]
     if any(ip.startswith("127.") for ip in ips):

@@ -35,7 +35,7 @@ class PlannerCore:
         fail, while a needless intercontinental hop adds 100 ms or more. ``window`` slots per
         zone and level are compared."""
         self.nat_needs_reachable_parent = nat_needs_reachable_parent
-        reachable = {"public", "unknown"} if unknown_is_reachable else {"public"}
+        reachable = {"public", "turn", "unknown"} if unknown_is_reachable else {"public", "turn"}
         self.tree = Tree(frozenset(reachable), latency)
         self.latency = latency
         self.hop_cost_ms = hop_cost_ms

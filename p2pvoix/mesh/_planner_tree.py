@@ -19,7 +19,8 @@ from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 
 Id = Hashable
-REACH = ("public", "nat", "symmetric", "unknown")
+# "turn": behind a NAT but with a TURN server of its own, whose relayed address any peer reaches.
+REACH = ("public", "nat", "symmetric", "unknown", "turn")
 NAT_LIKE = ("nat", "symmetric")  # cannot be dialed from outside: needs a reachable parent
 
 
@@ -120,7 +121,8 @@ class Tree:
 
     def reachable(self, node: Id) -> bool:
         """May a member behind NAT hang below ``node``? Reachable members, and stage nodes not
-        known to be behind a NAT themselves (two NATs facing each other need TURN)."""
+        known to be behind a NAT themselves (two NATs facing each other need TURN: a member with
+        a TURN server counts as reachable, ``"turn"``)."""
         member = self.members[node]
         return member.reach in self._reachable_reach or (member.stage
                                                          and member.reach not in NAT_LIKE)

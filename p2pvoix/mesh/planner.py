@@ -10,7 +10,8 @@ Rules the planner keeps after every call (``tests/mesh/test_planner.py`` checks 
 
 - No node has more children than its slots, stage nodes included; 0 slots makes a leaf.
 - No cycles. With ``nat_needs_reachable_parent``, a member whose reach is ``"nat"`` or
-  ``"symmetric"`` hangs only below a ``"public"`` member or a stage node not itself behind a NAT.
+  ``"symmetric"`` hangs only below a ``"public"`` or ``"turn"`` member (behind a NAT with a TURN
+  server: its relayed address is reachable) or a stage node not itself behind a NAT.
   ``"unknown"`` counts as not reachable (a NAT we have not measured yet is still a NAT) unless
   ``unknown_is_reachable``; as a *child* an unknown member goes anywhere, as it may be able to
   accept connections.

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from p2pvoix.crypto.envelope import Envelope, KindSpec, open_envelope, seal
 from p2pvoix.crypto.keys import PublicKey, SigningKey
-from p2pvoix.crypto.schema import Int, ListOf, OneOf, Schema, Text
+from p2pvoix.crypto.schema import Bool, Int, ListOf, OneOf, Schema, Text
 from p2pvoix.errors import Rejected
 
 REFRESH_MS = 10_000
@@ -30,7 +30,8 @@ PRESENCE = KindSpec(
             "relay": Int(max=1000),  # how many children this node offers to feed (relay trees)
             "ttl": Int(min=1000, max=600_000),
         },
-        optional={"reach": OneOf(("public", "nat", "symmetric", "unknown"))},
+        # turn: this node has a TURN server, so any peer reaches it for media (relay trees)
+        optional={"reach": OneOf(("public", "nat", "symmetric", "unknown")), "turn": Bool()},
     ),
     room=True,
     time=True,
@@ -46,6 +47,7 @@ class Presence:
     addrs: tuple[str, ...]
     relay_slots: int
     reach: str
+    turn: bool
     time_ms: int
     ttl_ms: int
     envelope: Envelope
@@ -87,6 +89,7 @@ def sign_presence(
     addrs: tuple[str, ...] = (),
     relay_slots: int = 0,
     reach: str = "unknown",
+    turn: bool = False,
     ttl_ms: int = TTL_MS,
 ) -> Presence:
     body = {
@@ -97,6 +100,8 @@ def sign_presence(
         "ttl": ttl_ms,
         "reach": reach,
     }
+    if turn:  # absent rather than false: records of nodes without TURN stay as they were
+        body["turn"] = True
     return _from_envelope(seal(PRESENCE, key, body, room=room, time=now_ms))
 
 
@@ -186,6 +191,7 @@ def _from_envelope(envelope: Envelope) -> Presence:
         addrs=tuple(body["addrs"]),
         relay_slots=body["relay"],
         reach=body.get("reach", "unknown"),
+        turn=body.get("turn", False),
         time_ms=envelope.time,
         ttl_ms=body["ttl"],
         envelope=envelope,

@@ -35,6 +35,12 @@ class Participant:
     seen_ms: int = 0  # time of the presence this comes from
 
 
+def planning_reach(reach: str, turn: bool) -> str:
+    """A node's reach as the planner weighs it: behind a NAT but with a TURN server of its own,
+    any peer reaches its relayed address, so it may feed (and hang below) NAT'd members."""
+    return "turn" if turn and reach != "public" else reach
+
+
 class TreeCoordinator:
     """Plans the audience tree of one room while this node sequences it."""
 

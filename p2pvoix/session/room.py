@@ -57,7 +57,7 @@ from p2pvoix.session.presence import (
     sign_presence,
     verify_presence,
 )
-from p2pvoix.session.relay import Participant, TreeCoordinator
+from p2pvoix.session.relay import Participant, TreeCoordinator, planning_reach
 
 logger = logging.getLogger(__name__)
 
@@ -140,9 +140,12 @@ class RoomSession:
         self._last_plan_request = 0.0
         self._last_rebalance = 0.0
         transport = signal_transport or self._signal
+        rtc_config = rtc_config or default_rtc_config(node)
+        # A TURN server of our own makes us reachable for media from behind any NAT (presence).
+        self._turn = bool(rtc_config.turn_urls)
         self.media = MediaPlane(
             room=self.room.raw, key=node.identity.key, audio=audio,
-            rtc_config=rtc_config or default_rtc_config(node), transport=transport,
+            rtc_config=rtc_config, transport=transport,
             emit=self._emit, mode=Mode.TREE if topology == "tree" else Mode.MESH,
             wall_ms=node.now_ms,
         )
@@ -394,8 +397,8 @@ class RoomSession:
             raise Rejected("plan-not-the-peer", "presence signed by someone else")
         for event in self.roster.update(presence):
             self._emit(event)
-        person = self._participant(presence.identity, presence.relay_slots, presence.reach,
-                                   presence.time_ms)
+        person = self._participant(presence.identity, presence.relay_slots,
+                                   planning_reach(presence.reach, presence.turn), presence.time_ms)
         if lost is not None and coordinator.is_parent_of(lost, presence.identity):
             alive = await self.node.ping(lost.peer_id, timeout=PROBE_TIMEOUT_S)
             logger.info("%s reports its parent %s lost; the probe %s", peer_id[-6:],
@@ -425,9 +428,11 @@ class RoomSession:
                 publish=lambda data: self._tasks.spawn(self._publish(data), "publish plan"),
                 topology=self.plan.topology,
             )
-        people = {p.identity: self._participant(p.identity, p.relay_slots, p.reach, p.time_ms)
+        people = {p.identity: self._participant(p.identity, p.relay_slots,
+                                                planning_reach(p.reach, p.turn), p.time_ms)
                   for p in self.roster.present()}
-        people[self.me] = self._participant(self.me, self.media.slots, self.node.reach)
+        people[self.me] = self._participant(self.me, self.media.slots,
+                                            planning_reach(self.node.reach, self._turn))
         self.coordinator.sync(people)
         now = asyncio.get_running_loop().time()
         rebalance = now - self._last_rebalance >= REBALANCE_EVERY_S
@@ -575,7 +580,7 @@ class RoomSession:
     def _my_presence(self):  # type: ignore[no-untyped-def]
         return sign_presence(self.node.identity.key, self.room.raw, name=self.name,
                              now_ms=self.node.now_ms(), addrs=tuple(self.node.addrs()[:8]),
-                             relay_slots=self.media.slots, reach=self.node.reach)
+                             relay_slots=self.media.slots, reach=self.node.reach, turn=self._turn)
 
     async def _presence_loop(self) -> None:
         # A newcomer's first records may precede its gossip mesh: repeat them soon, then rarely.

@@ -177,3 +177,52 @@ def test_killing_the_relay_that_feeds_a_nat_listener_brings_audio_back_within_tw
         assert len(streams) == 1 and after["played"] >= before["played"]  # the same stream
         assert hole_s <= 2.0, f"audio came back after {hole_s:.2f} s ({before} -> {after})"
         assert played >= (time.monotonic() - killed - 2.5) * 50 * 0.9
+
+
+TURN = ("--turn", "turn:p2pvoix:lab-secret@203.0.113.3:3478")
+
+
+def test_two_homes_behind_symmetric_nats_with_no_media_relay_talk_through_turn(lab, tmp_path):
+    """Both ends behind random-port NATs and no p2pvoix relay to hang from: only TURN carries
+    audio. The public node relays libp2p signalling (circuit relay), never media."""
+    netlab.skip_unless_netns("nft")
+    internet = lab.switch("internet")
+    node_ns, stun_ns = lab.namespace("node"), lab.namespace("stun")
+    node_ns.connect(internet, "203.0.113.2/24")
+    stun_ns.connect(internet, "203.0.113.3/24")
+    stun_ns.ip("addr", "add", "203.0.113.4/24", "dev", "eth0")
+    amina_ns = home(lab, internet, "amina", "203.0.113.10", "192.168.1", random_ports=True)
+    zineb_ns = home(lab, internet, "zineb", "203.0.113.20", "192.168.2", random_ports=True)
+
+    with coturn(["203.0.113.3", "203.0.113.4"], prefix=["ip", "netns", "exec", stun_ns.name]):
+        node = cli(node_ns, tmp_path / "node", "node", "--listen", "/ip4/0.0.0.0/tcp/4001",
+                   *STUN)
+        started = node.expect(lambda m: m.get("type") == "node_started", 30)
+        boot = next(a for a in started["addrs"] if a.startswith("/ip4/203.0.113.2/"))
+        amina = cli(amina_ns, tmp_path / "amina", "host", "Through TURN", "--input",
+                    "tone:440", "--output", "none", "--bootstrap", boot, *STUN, *TURN)
+        room = amina.expect(lambda m: m.get("type") == "room_opened", 30)["key"]
+        zineb = cli(zineb_ns, tmp_path / "zineb", "join", room, "--input", "none", "--output",
+                    "none", "--record", str(tmp_path / "zineb.wav"), "--bootstrap", boot,
+                    *STUN, *TURN)
+        try:
+            first = zineb.expect(lambda m: m.get("type") == "first_audio", 60)
+        except AssertionError as failure:
+            raise AssertionError(f"{failure}\nZineb: {status_of(zineb)}\n"
+                                 f"Amina: {status_of(amina)}") from None
+        heard_from = time.monotonic()
+        time.sleep(6.0)
+        status = status_of(zineb)
+        path = status["media"]["links"]["paths"].get(status["parent"])
+        LAB_REPORT.append(("both homes behind symmetric NATs, no media relay",
+                           f"Zineb {status['reachability']['reach']}",
+                           f"via TURN (ICE {path})", f"first audio {first['after_s']} s"))
+        assert path is not None and "relay" in path, path
+        zineb.send({"cmd": "leave"})
+        assert zineb.wait(20) == 0
+        listened = time.monotonic() - heard_from
+
+    pcm, rate = read_wav(tmp_path / "zineb.wav")
+    present = tone_presence(pcm, rate, [440.0], 100)[:, 0]
+    tail = present[-int(listened * 10) + 10:]
+    assert tail.mean() >= 0.95, f"the tone was present in {tail.mean():.0%} of 100 ms windows"

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from p2pvoix.mesh.planner import Assignment, Member, Move, Planner, optimal_depth
 
-REACHES = ("public", "nat", "symmetric", "unknown")
+REACHES = ("public", "nat", "symmetric", "unknown", "turn")
 ZONE_MS = {(0, 0): 5, (1, 1): 8, (2, 2): 10, (0, 1): 40, (0, 2): 150, (1, 2): 90}
 
 
@@ -56,7 +56,7 @@ class View:
 
     def reachable(self, node):
         member = self.members[node]
-        return member.reach == "public" or (member.stage and member.reach not in ("nat",
+        return member.reach in ("public", "turn") or (member.stage and member.reach not in ("nat",
                                                                                   "symmetric"))
 
     def may_feed(self, child, parent):
@@ -433,6 +433,17 @@ def test_a_speaker_behind_a_nat_feeds_a_public_relay_and_nat_listeners_hang_from
     planner.join(Member("m", 0, "nat"))
     assert planner.parent_of("relay") == "s"
     assert planner.parent_of("n") == "relay" and planner.parent_of("m") == "relay"
+    check(planner)
+
+
+def test_behind_two_nats_a_member_with_a_turn_server_feeds_the_other():
+    """Two NATs facing each other: only a TURN relayed address joins them, so a speaker behind a
+    NAT with no TURN server feeds a listener that has one, and that listener feeds NAT'd ones."""
+    planner = room(Member("s", 1, "symmetric", stage=True))
+    planner.join(Member("n", 0, "symmetric"))
+    assert planner.statistics()["unattached"] == {"n": "no-reachable-slot"}
+    planner.join(Member("t", 2, "turn"))
+    assert planner.parent_of("t") == "s" and planner.parent_of("n") == "t"
     check(planner)
 
 

@@ -44,6 +44,9 @@ def test_presence_offer_answer():
     presence = verify_presence(bytes.fromhex(SESSION["presence"]["envelope"]), room, T)
     assert (presence.name, list(presence.addrs), presence.relay_slots, presence.reach) == (
         "Youssef", SESSION["presence"]["addrs"], 4, "nat")
+    assert presence.turn is False  # the field is absent: no TURN server
+    with_turn = verify_presence(bytes.fromhex(SESSION["presence_turn"]["envelope"]), room, T)
+    assert (with_turn.reach, with_turn.turn) == ("symmetric", True)
     offer = signalling.verify_offer(
         bytes.fromhex(SESSION["offer"]["envelope"]), room, peer=gen.LISTENER.public, now_ms=T,
         sdp_fingerprints=("sha-256 " + ":".join(["0A"] * 32),))

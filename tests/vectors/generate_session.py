@@ -52,6 +52,8 @@ def session_vectors() -> dict:
     room = ROOM.public.raw
     presence = sign_presence(LISTENER, room, name="Youssef", now_ms=T, addrs=(ADDR,),
                              relay_slots=4, reach="nat")
+    presence_turn = sign_presence(LISTENER, room, name="Youssef", now_ms=T, addrs=(ADDR,),
+                                  relay_slots=4, reach="symmetric", turn=True)
     offer = signalling.make_offer(LISTENER, room, sdp=SDP_OFFER,
                                   fingerprints=("sha-256 " + ":".join(["0A"] * 32),),
                                   nonce=bytes(range(16)), role="listen", now_ms=T)
@@ -67,6 +69,8 @@ def session_vectors() -> dict:
         "listener_seed": LISTENER.seed.hex(), "time": T,
         "presence": {"envelope": presence.envelope.encoded.hex(), "name": "Youssef",
                      "addrs": [ADDR], "relay": 4, "reach": "nat"},
+        "presence_turn": {"envelope": presence_turn.envelope.encoded.hex(), "reach": "symmetric",
+                          "turn": True},
         "offer": {"envelope": offer.encoded.hex(), "sdp": SDP_OFFER, "nonce": offer.nonce.hex()},
         "answer": {"envelope": answer.encoded.hex(), "sdp": SDP_ANSWER},
         "sync_request": sync.encode_request(sync.SyncRequest(None)).hex(),
