@@ -57,6 +57,7 @@ async def run_relay(config: NodeConfig, keys: list[RoomKey], max_rooms: int, as_
             for addr in node.addrs():
                 click.echo(f"  --bootstrap {addr}")
         sessions: dict[PublicKey, RoomSession] = {}
+        reported: dict[PublicKey, tuple[int, int]] = {}  # (slots, children) last said per room
         reporter = asyncio.create_task(
             report_reach(node, lambda data, text: say(data.pop("type"), text, **data)))
         try:
@@ -79,6 +80,16 @@ async def run_relay(config: NodeConfig, keys: list[RoomKey], max_rooms: int, as_
                         f"({session.media.slots} slots)", room=RoomKey(room).text(),
                         title=session.state.title, slots=session.media.slots)
                 for room, session in list(sessions.items()):
+                    # What an operator wants to see: the capacity this machine offers now, and
+                    # why it dropped (its children losing packets: the uplink is full).
+                    offered = (session.media.slots, session.media.children())
+                    if session.left is None and reported.get(room) != offered:
+                        reported[room] = offered
+                        say("slots", f"“{session.state.title}”: {offered[0]} slots, "
+                            f"{offered[1]} children fed, children lose "
+                            f"{session.child_loss:.0%}", room=RoomKey(room).text(),
+                            slots=offered[0], children=offered[1],
+                            child_loss=round(session.child_loss, 4))
                     if session.left is not None:
                         del sessions[room]
                         say("room_left", f"left “{session.state.title}” ({session.left.reason})",

@@ -4,14 +4,14 @@ Pure: the node samples its own process CPU time and bytes sent (and what its chi
 every few seconds and feeds them in with ``now_ms``; the estimator answers with a slot count. The
 rules, in order:
 
-1. ``--no-relay`` (or a node that cannot be reached) offers 0; ``--relay-slots N`` caps the result.
+1. ``--no-relay`` offers 0; ``--relay-slots N`` caps the result.
 2. Before anything is measured a node offers ``INITIAL_SLOTS``: small, so a new node never takes
    more than it can feed, and a relay tree still forms at once.
 3. CPU: the cost of one child is measured (CPU seconds per second spent per child while the node
    relays); slots = the children that fit in ``CPU_BUDGET`` of one core.
 4. Upload: with a known upload rate (``--upload-kbps``), slots = what fits in ``UPLOAD_BUDGET`` of it
    at the measured bytes per child. Without one, congestion is inferred: if children report loss
-   above ``LOSS_THRESHOLD``, the node takes its current number of children minus one as the limit
+   (RTCP receiver reports; ``children_loss``) above ``LOSS_THRESHOLD``, the node takes its current number of children minus one as the limit
    (multiplicative decrease, like TCP) and only grows again, one slot per quiet period, after
    ``GROW_AFTER_MS`` without loss (additive increase).
 5. The answer moves by hysteresis: it drops at once (never feed more than we can) but rises at most
@@ -20,6 +20,7 @@ rules, in order:
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 
 INITIAL_SLOTS = 4
@@ -27,7 +28,9 @@ MAX_SLOTS = 200
 CPU_BUDGET = 0.5  # of one core, for relaying: the node also decodes and plays audio
 UPLOAD_BUDGET = 0.7  # of a known upload rate: leave room for everything else on the link
 LOSS_THRESHOLD = 0.02  # children losing more than this: our upload (or CPU) is saturated
-GROW_AFTER_MS = 10_000
+# A relay's uplink seldom grows by itself, and every probe past it costs its children a few
+# seconds of loss: after a loss, probe for one more slot only once a minute.
+GROW_AFTER_MS = 60_000
 MIN_SAMPLE_MS = 1000
 
 
@@ -38,7 +41,6 @@ class CapacityPolicy:
     relay: bool = True
     max_slots: int | None = None  # --relay-slots
     upload_kbps: float | None = None  # --upload-kbps; None: unknown, infer from loss
-    reachable: bool = True  # unreachable nodes cannot accept children
     # False: advertise max_slots (or INITIAL_SLOTS) as given, without measuring — for several
     # nodes in one process (tests, benchmarks), whose process CPU says nothing about one node.
     measure: bool = True
@@ -117,7 +119,7 @@ class CapacityEstimator:
         return self.slots
 
     def _clamp(self, slots: int) -> int:
-        if not self.policy.relay or not self.policy.reachable:
+        if not self.policy.relay:
             return 0
         if self.policy.max_slots is not None:
             slots = min(slots, self.policy.max_slots)
@@ -132,3 +134,32 @@ def _whole_children(budget: float, cost_per_child: float) -> int:
     """How many children fit in budget; a vanishing cost (a denormal CPU delta) means no limit."""
     fit = budget / cost_per_child + 1e-6
     return MAX_SLOTS if fit >= MAX_SLOTS else int(fit)
+
+
+@dataclass(frozen=True)
+class ChildReport:
+    """What a child last reported (its RTCP receiver report) of the packets we sent it."""
+
+    sent: int  # packets we had sent it when it reported
+    lost: int  # of those, how many it never received (cumulative)
+
+
+def children_loss(before: Mapping[Hashable, ChildReport],
+                  now: Mapping[Hashable, ChildReport]) -> float:
+    """The loss our upload causes, from what children reported between two samples: the lower
+    median of their loss fractions, so that one child on a bad downlink (or a lossy path of its
+    own) does not count against us, while a saturated uplink, which every child feels, does. With
+    fewer than two children reporting it is 0.0: one child's loss cannot tell its link from ours."""
+    fractions = []
+    for child, report in now.items():
+        # A new child counts from its link's start: on a saturated uplink links fail and are
+        # dialed again, and waiting for a second report of each would hide the loss.
+        old = before.get(child, ChildReport(0, 0))
+        sent = report.sent - old.sent
+        if sent <= 0:
+            continue  # no new report since the last sample
+        fractions.append(min(1.0, max(0, report.lost - old.lost) / sent))
+    if len(fractions) < 2:
+        return 0.0
+    fractions.sort()
+    return fractions[(len(fractions) - 1) // 2]

@@ -242,6 +242,16 @@ class RtcLink:
             callback_errors=self._callback_errors,
         )
 
+    async def peer_report(self) -> tuple[int, int] | None:
+        """What the peer last reported of our packets (RTCP receiver report, through aiortc's
+        public ``getStats``): ``(sent, lost)`` — packets we had sent when it reported, and how
+        many of them it never received — or None before its first report (about 1 s)."""
+        stats = await self._transceiver.sender.getStats()
+        for entry in stats.values():
+            if entry.type == "remote-inbound-rtp":
+                return entry.packetsReceived + entry.packetsLost, entry.packetsLost
+        return None
+
     def path(self) -> tuple[str, str] | None:
         """The ICE candidate types of the pair in use, ours then the peer's — ``host``,
         ``srflx``/``prflx`` (through a NAT) or ``relay`` (TURN) — or None before connecting.

@@ -23,6 +23,7 @@ from p2pvoix.crypto.errors import EnvelopeError
 from p2pvoix.crypto.keys import PublicKey, SigningKey
 from p2pvoix.errors import P2pvoixError, Rejected, RejectionCounter
 from p2pvoix.mesh import wire
+from p2pvoix.mesh.capacity import ChildReport
 from p2pvoix.mesh.rtc import LinkState, RtcConfig, RtcLink, sdp_fingerprints
 from p2pvoix.node.tasks import TaskSet
 from p2pvoix.session import signalling
@@ -119,6 +120,16 @@ class LinkManager:
         """Bytes sent so far on links where we feed a child (for the capacity estimate)."""
         return sum(link.bytes_out for link in self._links.values()
                    if not link.initiator and link.role_asked == "child") + self._closed_bytes
+
+    async def child_reports(self) -> dict[str, ChildReport]:
+        """What each child we feed last reported of our packets (for the capacity estimate)."""
+        reports = {}
+        for link in list(self._links.values()):
+            if link.up and not link.initiator and link.role_asked == "child":
+                report = await link.rtc.peer_report()
+                if report is not None:
+                    reports[link.id] = ChildReport(*report)
+        return reports
 
     def statistics(self) -> dict[str, object]:
         return {

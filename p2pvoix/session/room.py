@@ -23,7 +23,13 @@ from p2pvoix.crypto.keys import PublicKey, SigningKey
 from p2pvoix.crypto.roomkey import RoomKey
 from p2pvoix.directory.records import Announcement, announce, dht_key
 from p2pvoix.errors import P2pvoixError, Rejected, RejectionCounter
-from p2pvoix.mesh.capacity import CapacityEstimator, CapacityPolicy, Sample
+from p2pvoix.mesh.capacity import (
+    CapacityEstimator,
+    CapacityPolicy,
+    ChildReport,
+    Sample,
+    children_loss,
+)
 from p2pvoix.mesh.forwarding import Mode
 from p2pvoix.mesh.rtc import RtcConfig
 from p2pvoix.node.runtime import Contact, Node, RoomNotFound
@@ -137,6 +143,7 @@ class RoomSession:
         self.plan.topology = topology
         self.coordinator: TreeCoordinator | None = None
         self.capacity = CapacityEstimator(capacity or _capacity_policy(node))
+        self.child_loss = 0.0  # the last sample's (mesh/capacity.py children_loss)
         self._last_plan_request = 0.0
         self._last_rebalance = 0.0
         transport = signal_transport or self._signal
@@ -284,6 +291,8 @@ class RoomSession:
             "parent": self.plan.assignment.parent.peer_id
             if self.plan.assignment and self.plan.assignment.parent else None,
             "slots": self.media.slots,
+            "child_loss": round(self.child_loss, 4),  # what our children lose (capacity)
+            "children": self.media.children(),
             "plan": self.coordinator.statistics() if self.coordinator else None,
             "reachability": self.node.reach_statistics(),
         }
@@ -445,10 +454,18 @@ class RoomSession:
     async def _capacity_loop(self) -> None:
         """Measure what relaying costs this node and advertise the slots it can afford."""
         loop = asyncio.get_running_loop()
+        reports: dict[str, ChildReport] = {}
         while True:
             await asyncio.sleep(CAPACITY_SAMPLE_S)
+            reports, before = await self.media.links.child_reports(), reports
+            self.child_loss = children_loss(before, reports)
+            if reports:
+                logger.debug("children report (sent, lost): %s; loss %.3f",
+                             {p[-6:]: (r.sent, r.lost) for p, r in reports.items()},
+                             self.child_loss)
             sample = Sample(int(loop.time() * 1000), time.process_time(),
-                            self.media.links.child_bytes_sent(), self.media.children())
+                            self.media.links.child_bytes_sent(), self.media.children(),
+                            child_loss=self.child_loss)
             slots = self.capacity.update(sample)
             if slots != self.media.slots or self.node.reach != self._advertised_reach:
                 self.media.slots = slots

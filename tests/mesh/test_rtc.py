@@ -190,6 +190,31 @@ def test_frames_pass_byte_exact_both_ways_with_no_codec_work(codec_calls):
     run(main)
 
 
+def test_the_peer_reports_what_it_received_of_our_packets():
+    """RTCP receiver reports (aiortc's public getStats) reach the sender: the capacity estimate
+    reads its children's loss from them."""
+    async def main():
+        a, b = Endpoint(queue_limit=256), Endpoint()
+        try:
+            await connect(a, b)
+            assert await a.link.peer_report() is None  # nothing reported yet
+            report = None
+            for frame in random_frames(150, seed=4):  # 3 s at one frame per 20 ms
+                a.link.send(frame)
+                await asyncio.sleep(0.02)
+                report = await a.link.peer_report()
+                if report is not None and report[0] >= 50:
+                    break
+            assert report is not None, "no receiver report within 3 s"
+            sent, lost = report
+            assert 0 < sent <= a.link.statistics().frames_sent and lost == 0
+        finally:
+            await asyncio.gather(a.link.close(), b.link.close())
+        assert await a.link.peer_report() == report  # readable after close, never raises
+
+    run(main)
+
+
 def test_chain_middle_node_forwards_without_decoding(codec_calls):
     async def main():
         # A -> B (middle) -> C; B forwards each frame the moment it arrives.
