@@ -195,6 +195,9 @@ class LinkManager:
         return task
 
     async def _connect(self, peer: PublicKey, role: str) -> bool:
+        old = self._links.get(peer)
+        if old is not None:  # one link per peer: a link the other way is replaced (the peer
+            await self._close_link(old, "replaced", bye=False)  # replaces it on our offer)
         link = self._new_link(peer, initiator=True, role=role)
         started = self._clock()
         try:

@@ -198,11 +198,18 @@ class MediaPlane:
         if parent is None or parent == self.me:
             return
         link = current.get(parent)
-        if link is None and not self.links.connecting(parent):
+        # A link my parent opened to me to be fed (it was my child, or leaned on me as its
+        # backup, and the plan turned the pair around — a promotion, a rebalance) cannot carry
+        # my feed: dialing it as my parent replaces that link on both sides. Seen in the demo:
+        # a listener whose standby child was promoted heard nothing for the rest of the room.
+        reversed_link = (link is not None and not link.initiator
+                         and link.role_asked in ("child", "backup"))
+        if (link is None or reversed_link) and not self.links.connecting(parent):
             task = self.links.connect(parent, "child")
             if task is not None:
                 task.add_done_callback(lambda t, parent=parent: self._parent_attempt(parent, t))
-        elif link is not None and link.initiator and link.role_asked == "backup":
+            return
+        if link is not None and link.initiator and link.role_asked == "backup":
             self.links.ask_feed(parent)  # my backup became my parent
         if not self.links.is_up(parent):
             return
@@ -275,6 +282,11 @@ class MediaPlane:
         link = self.links.links().get(peer)
         if me_stage and peer_stage and (link is None or link.role_asked not in ("child", "backup")):
             return LinkRole.STAGE
+        if (me_stage and not peer_stage and link is not None and link.initiator
+                and link.role_asked in ("child", "backup")):
+            # Opened to be fed while I was audience: on stage I am a root, and the link would
+            # only hold a slot of that node (reconcile closes it).
+            return None
         if link is not None and link.role_asked == "child":
             # A tree link: whoever dialed asked to be fed.
             return LinkRole.PARENT if link.initiator else LinkRole.CHILD
@@ -366,7 +378,8 @@ class MediaPlane:
         self._refresh_links()
         self.engine.remove_stream(peer.peer_id)
         self._emit(LinkDown(peer, reason))
-        if self.mode is Mode.TREE and peer == self._parent and reason not in ("moved", "leaving"):
+        if (self.mode is Mode.TREE and peer == self._parent
+                and reason not in ("moved", "leaving", "replaced")):
             # Repair starts here, before the sequencer hears of it: the backup is already known.
             logger.info("parent %s lost (%s); backup %s, standby link %s", peer.peer_id[-6:],
                         reason, self._backup.peer_id[-6:] if self._backup else None,

@@ -20,6 +20,24 @@ def slots(n: int) -> CapacityPolicy:
     return CapacityPolicy(max_slots=n, measure=False)
 
 
+def publish_plan(host, entries, only=None) -> None:  # type: ignore[no-untyped-def]
+    """Make ``entries`` ({session: (parent, backup, depth)}) the sequencer's newest plan; with
+    ``only``, just those sessions see it (the others have not received it yet)."""
+    coordinator = host.coordinator
+    coordinator._version += 1
+    plan = sign_plan(
+        coordinator.key, host.room.raw, topology="tree", epoch=coordinator.epoch,
+        version=coordinator._version, now_ms=host.node.now_ms(),
+        entries=[Assignment(who.me, coordinator._version, parent, backup, depth)
+                 for who, (parent, backup, depth) in entries.items()])
+    if only is not None:
+        for session in only:
+            session._follow(plan)
+        return
+    coordinator._publish(plan.encoded)
+    host._follow(plan)
+
+
 async def test_a_dead_parent_is_replaced_by_the_standby_backup_within_two_seconds(tmp_path):
     async with Lab(tmp_path) as lab:
         host = await lab.host("host", 440, capacity=slots(2))
@@ -75,15 +93,8 @@ async def test_children_swapping_full_parents_both_move_without_a_gap(tmp_path):
         await asyncio.sleep(1.0)
         before = {x: x.media.parent for x in listeners}
 
-        coordinator = host.coordinator
-        coordinator._version += 1  # the swap is the sequencer's newest plan
-        swap = sign_plan(
-            coordinator.key, host.room.raw, topology="tree", epoch=coordinator.epoch,
-            version=coordinator._version, now_ms=host.node.now_ms(),
-            entries=[Assignment(x.me, coordinator._version, other.media.parent, None, 2)
-                     for x, other in zip(listeners, listeners[::-1], strict=True)])
-        coordinator._publish(swap.encoded)
-        host._follow(swap)
+        publish_plan(host, {x: (other.media.parent, None, 2)
+                            for x, other in zip(listeners, listeners[::-1], strict=True)})
         swapped = time.monotonic()
 
         await lab.until(lambda: all(x.media.parent != before[x]
@@ -129,3 +140,49 @@ async def test_a_child_that_dials_again_is_not_refused_for_the_link_it_replaces(
         assert time.monotonic() - dropped < 2.0
         assert relay.media.children() == 1
         await link.rtc.close()
+
+
+async def test_a_node_the_plan_puts_above_its_backup_feeds_it(tmp_path):
+    """Y leaned on X as its backup (a standby link Y opened); then the plan hangs X below Y, as
+    it did in the demo after Y was promoted. That link cannot carry X's feed: X must dial Y as
+    its parent (replacing it) and hear the room through Y — even while Y, which has not seen the
+    new plan yet, still keeps the link as its standby. Before, X left its old parent and heard
+    nothing for the rest of the room."""
+    async with Lab(tmp_path) as lab:
+        host = await lab.host("host", 440, capacity=slots(2))
+        y = await lab.join("y", None, record=False, capacity=slots(1))
+        x = await lab.join("x", None, record=False, capacity=slots(1))
+        await lab.until(lambda: all(n.media.parent == host.me and n.media.links.is_up(host.me)
+                                    for n in (x, y)), 20)
+        publish_plan(host, {y: (host.me, x.me, 1), x: (host.me, None, 1)})
+        await lab.until(lambda: x.media._role_for(y.me) is LinkRole.STANDBY
+                        and x.media.links.is_up(y.me), 8)
+
+        publish_plan(host, {y: (host.me, None, 1), x: (y.me, None, 2)}, only=[x])
+        await lab.until(lambda: x.media._role_for(y.me) is LinkRole.PARENT
+                        and x.media.links.is_up(y.me)
+                        and host.me not in x.media.links.links(), 8)
+        settled = time.monotonic()
+        await asyncio.sleep(1.5)
+        times = [t for t in lab.logs[x].times[host.me.peer_id] if t >= settled]
+        assert times and settled + 1.5 - times[-1] < 0.2, "x does not hear the host through y"
+        assert np.diff(times).max() < 0.3
+        assert y.media._role_for(x.me) is LinkRole.CHILD  # y feeds x on the link x opened
+        assert len(y.media.links.links()) == 2 and len(x.media.links.links()) == 1  # none leaked
+
+
+async def test_a_promoted_listener_drops_the_links_it_opened_to_be_fed(tmp_path):
+    """On stage a node is a root: the standby link it opened to its backup (and its old parent
+    link) would only hold those nodes' slots."""
+    async with Lab(tmp_path) as lab:
+        host = await lab.host("host", 440, capacity=slots(2))
+        y = await lab.join("y", None, record=False, capacity=slots(1))
+        x = await lab.join("x", None, record=False, capacity=slots(1))
+        await lab.until(lambda: all(n.media.parent == host.me and n.media.links.is_up(host.me)
+                                    for n in (x, y)), 20)
+        publish_plan(host, {y: (host.me, x.me, 1), x: (host.me, None, 1)})
+        await lab.until(lambda: x.media._role_for(y.me) is LinkRole.STANDBY
+                        and x.media.links.is_up(y.me) and x.media.children() == 1, 8)
+        await lab.promote(host, y)
+        await lab.until(lambda: y.me not in x.media.links.links(), 5)
+        assert x.media.children() == 0  # its slot is free again
