@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from p2pvoix.mesh._planner_tree import NAT_LIKE, Buckets, Id, Move, Tree
+from p2pvoix.mesh._planner_tree import Buckets, Id, Move, Tree
 
 Latency = Callable[[Id, Id], float]  # one-way milliseconds between two members
 
@@ -47,10 +47,18 @@ class PlannerCore:
 
     def may_feed(self, child: Id, parent: Id) -> bool:
         """Does the NAT rule allow ``parent`` to feed ``child``?"""
-        return not self._needs_reachable(child) or self.tree.reachable(parent)
+        return self.tree.feeds(parent) >= self._need(child)
+
+    def _need(self, node: Id) -> int:
+        """What a parent of ``node`` must offer (``Tree.feeds``): 2 behind a symmetric NAT (only a
+        reachable parent), 1 behind a ``nat`` (also a parent behind one), 0 otherwise."""
+        if not self.nat_needs_reachable_parent:
+            return 0
+        reach = self.tree.members[node].reach
+        return 2 if reach == "symmetric" else 1 if reach == "nat" else 0
 
     def _needs_reachable(self, node: Id) -> bool:
-        return self.nat_needs_reachable_parent and self.tree.members[node].reach in NAT_LIKE
+        return self._need(node) > 0
 
     # -- placement -----------------------------------------------------------------------------
 
@@ -117,7 +125,7 @@ class PlannerCore:
             return False
         for other in self._candidates():
             above = tree.parent[other]
-            if tree.members[other].reach in NAT_LIKE or not tree.reachable(above):
+            if self._needs_reachable(other) or not self.may_feed(node, above):
                 continue
             slot = self._best_slot(other, tree.free, exclude=other)
             if slot is not None:
@@ -155,14 +163,14 @@ class PlannerCore:
         accept: Callable[[Id], bool] | None = None,
         max_depth: int | None = None,
     ) -> Id | None:
-        """The best node in ``index`` to feed ``node``: shallowest, then (for a member that does
-        not need a reachable parent) one that could not feed a NAT member anyway, then nearest,
+        """The best node in ``index`` to feed ``node``: shallowest, then one that could not feed
+        members behind harder NATs than ``node``'s anyway (``Tree.feeds``), then nearest,
         then lowest id. Nodes in ``exclude``'s subtree and ``node`` itself never qualify."""
         tree = self.tree
-        needs_reachable = self._needs_reachable(node)
+        need = self._need(node)
         levels: dict[int, list] = {}
         for bucket in index.buckets():
-            if bucket[1] or not needs_reachable:
+            if bucket[1] >= need:
                 levels.setdefault(bucket[0], []).append(bucket)
         found: list[Id] = []
         last: int | None = None
@@ -185,7 +193,7 @@ class PlannerCore:
         return min(found, key=lambda other: self._rank(node, other)) if found else None
 
     def _rank(self, node: Id, other: Id) -> tuple:
-        keep_for_nat = self.tree.reachable(other) and not self._needs_reachable(node)
+        keep_for_nat = self.tree.feeds(other) > self._need(node)
         return (self._cost_below(node, other), keep_for_nat, other)
 
     def _cost_below(self, node: Id, parent: Id) -> float:

@@ -127,6 +127,14 @@ class Tree:
         return member.reach in self._reachable_reach or (member.stage
                                                          and member.reach not in NAT_LIKE)
 
+    def feeds(self, node: Id) -> int:
+        """Whom ``node`` may feed, as a class a child's need is compared with: 2 anyone (it is
+        reachable), 1 also members behind a ``nat`` (one public mapping per socket: ICE punches
+        a hole between two such NATs), 0 only members not known to be behind a NAT."""
+        if self.reachable(node):
+            return 2
+        return 1 if self.members[node].reach == "nat" else 0
+
     def free_slots(self, node: Id) -> int:
         return self.members[node].slots - len(self.children[node])
 
@@ -292,7 +300,7 @@ class Tree:
         if depth is None or self.free_slots(node) <= 0:
             self.free.discard(node)
         else:
-            self.free.put(node, (depth, self.reachable(node), member.zone_key), ())
+            self.free.put(node, (depth, self.feeds(node), member.zone_key), ())
         self._index_spare(node)
         if depth is None or member.stage:
             self.leaves.discard(node)
@@ -307,6 +315,6 @@ class Tree:
     def _index_spare(self, node: Id) -> None:
         depth = self.depth.get(node)
         if depth is not None and self.free_slots(node) > len(self.users[node]):
-            self.spare.put(node, (depth, self.reachable(node), self.members[node].zone_key), ())
+            self.spare.put(node, (depth, self.feeds(node), self.members[node].zone_key), ())
         else:
             self.spare.discard(node)

@@ -9,9 +9,11 @@ can feed the audience. Audience members hang below them and relay to at most ``s
 Rules the planner keeps after every call (``tests/mesh/test_planner.py`` checks them):
 
 - No node has more children than its slots, stage nodes included; 0 slots makes a leaf.
-- No cycles. With ``nat_needs_reachable_parent``, a member whose reach is ``"nat"`` or
-  ``"symmetric"`` hangs only below a ``"public"`` or ``"turn"`` member (behind a NAT with a TURN
-  server: its relayed address is reachable) or a stage node not itself behind a NAT.
+- No cycles. With ``nat_needs_reachable_parent``, a member whose reach is ``"symmetric"`` hangs
+  only below a ``"public"`` or ``"turn"`` member (behind a NAT with a TURN server: its relayed
+  address is reachable) or a stage node not itself behind a NAT; a ``"nat"`` member (a NAT that
+  keeps one public mapping per socket) also below another ``"nat"`` member, as ICE punches a hole
+  between two such NATs.
   ``"unknown"`` counts as not reachable (a NAT we have not measured yet is still a NAT) unless
   ``unknown_is_reachable``; as a *child* an unknown member goes anywhere, as it may be able to
   accept connections.
@@ -284,12 +286,10 @@ class Planner(PlannerCore):
 
     def _unattached(self, audience: list[Id]) -> dict[Id, str]:
         tree = self.tree
-        reachable_free = sum(
-            tree.free_slots(e[-1])
-            for bucket in tree.free.buckets()
-            if bucket[1]
-            for e in tree.free.entries(bucket)
-        )
+        free_by_class = [0, 0, 0]  # free slots by whom they may feed (Tree.feeds)
+        for bucket in tree.free.buckets():
+            free_by_class[bucket[1]] += sum(tree.free_slots(e[-1])
+                                            for e in tree.free.entries(bucket))
         reasons = {}
         for node in audience:
             if node in tree.depth:
@@ -298,7 +298,8 @@ class Planner(PlannerCore):
                 reasons[node] = "parent-unattached"
             elif not self._stage:
                 reasons[node] = "no-stage"
-            elif self._needs_reachable(node) and not reachable_free and tree.free.buckets():
+            elif (self._needs_reachable(node) and not sum(free_by_class[self._need(node):])
+                  and tree.free.buckets()):
                 reasons[node] = "no-reachable-slot"
             else:
                 reasons[node] = "no-capacity"

@@ -283,9 +283,10 @@ class MediaPlane:
         if me_stage and peer_stage and (link is None or link.role_asked not in ("child", "backup")):
             return LinkRole.STAGE
         if (me_stage and not peer_stage and link is not None and link.initiator
-                and link.role_asked in ("child", "backup")):
+                and link.role_asked in ("child", "backup") and self._stage_links_up(state)):
             # Opened to be fed while I was audience: on stage I am a root, and the link would
-            # only hold a slot of that node (reconcile closes it).
+            # only hold a slot of that node (reconcile closes it) — once the stage links feed
+            # me, so that a promoted listener hears no gap.
             return None
         if link is not None and link.role_asked == "child":
             # A tree link: whoever dialed asked to be fed.
@@ -298,6 +299,10 @@ class MediaPlane:
         if peer_stage:
             return LinkRole.PARENT
         return None
+
+    def _stage_links_up(self, state: RoomState) -> bool:
+        return all(self.links.is_up(m.identity) for m in stage(state)
+                   if m.identity != self.me and m.identity in self._present)
 
     def _both_on_stage(self, peer: PublicKey) -> bool:
         state = self._state
@@ -372,6 +377,8 @@ class MediaPlane:
         self._emit(LinkUp(peer))
         if self.mode is Mode.TREE and peer == self._parent:
             self.reconcile()  # now: leave the old parent, dial the backup, or ask it to feed us
+        elif self._state is not None and self._state.role_of(self.me) in STAGE:
+            self.reconcile()  # a stage link: the links that fed me as audience may go now
 
     def _on_link_down(self, peer: PublicKey, reason: str) -> None:
         self._preempted.discard(peer)
@@ -379,7 +386,7 @@ class MediaPlane:
         self.engine.remove_stream(peer.peer_id)
         self._emit(LinkDown(peer, reason))
         if (self.mode is Mode.TREE and peer == self._parent
-                and reason not in ("moved", "leaving", "replaced")):
+                and reason not in ("moved", "leaving", "replaced", "not needed")):
             # Repair starts here, before the sequencer hears of it: the backup is already known.
             logger.info("parent %s lost (%s); backup %s, standby link %s", peer.peer_id[-6:],
                         reason, self._backup.peer_id[-6:] if self._backup else None,

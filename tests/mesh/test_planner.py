@@ -60,10 +60,11 @@ class View:
                                                                                   "symmetric"))
 
     def may_feed(self, child, parent):
-        if (not self.planner.nat_needs_reachable_parent
-                or self.members[child].reach not in ("nat", "symmetric")):
+        reach = self.members[child].reach
+        if not self.planner.nat_needs_reachable_parent or reach not in ("nat", "symmetric"):
             return True
-        return self.reachable(parent)
+        # Two NATs that keep one mapping per socket: ICE punches a hole between them.
+        return self.reachable(parent) or (reach == "nat" and self.members[parent].reach == "nat")
 
     def backup_ok(self, node, backup):
         return (
@@ -141,7 +142,9 @@ def check_attachment(view):
             above = view.parent[other]
             if view.may_feed(node, above):
                 assert not [s for s in inside if view.may_feed(other, s)], f"{node}: splice {other}"
-            if view.may_feed(other, other) and view.reachable(above) and view.may_feed(node, above):
+            unconstrained = (not planner.nat_needs_reachable_parent
+                             or view.members[other].reach not in ("nat", "symmetric"))
+            if unconstrained and view.may_feed(node, above):
                 movable = [s for s in free_attached if s != above and not view.below(s, other)]
                 assert not movable, f"{node}: displacing {other} would make room"
 
@@ -432,7 +435,19 @@ def test_a_speaker_behind_a_nat_feeds_a_public_relay_and_nat_listeners_hang_from
     planner.join(Member("n", 0, "symmetric"))
     planner.join(Member("m", 0, "nat"))
     assert planner.parent_of("relay") == "s"
-    assert planner.parent_of("n") == "relay" and planner.parent_of("m") == "relay"
+    assert planner.parent_of("n") == "relay"
+    assert planner.parent_of("m") == "s"  # two "nat"s: ICE punches through; shallowest wins
+    check(planner)
+
+
+def test_two_nats_that_keep_one_mapping_per_socket_may_feed_each_other_symmetric_ones_not():
+    """ICE punches a hole between two "nat" members (one public mapping per socket); a symmetric
+    NAT gives each destination a new mapping, so only a reachable parent can feed it."""
+    planner = room(Member("s", 1, "public", stage=True), Member("n1", 2, "nat"))
+    planner.join(Member("n2", 0, "nat"))
+    assert planner.parent_of("n1") == "s" and planner.parent_of("n2") == "n1"
+    planner.join(Member("sym", 0, "symmetric"))
+    assert planner.statistics()["unattached"] == {"sym": "no-reachable-slot"}
     check(planner)
 
 
