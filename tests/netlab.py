@@ -277,15 +277,25 @@ class Namespace:
         self.run("nft", "-f", "-", input=ruleset)
 
     def masquerade(self, out_ifname: str, *, random_ports: bool = False) -> None:
-        """Source-NAT everything leaving ``out_ifname`` to its address. By default the kernel keeps
-        the source port when it is free (a port-preserving NAT); ``random_ports`` picks a random
-        port for every new mapping (``masquerade random``, like many carrier-grade NATs)."""
+        """Source-NAT everything leaving ``out_ifname`` to its address, and drop connections that
+        arrive there unasked. By default the kernel keeps the source port when it is free (a
+        port-preserving NAT); ``random_ports`` picks a random port for every new mapping
+        (``masquerade random``, like many carrier-grade NATs)."""
         flags = " random" if random_ports else ""
+        # Like a home router, it drops what arrives unasked on its public side. Besides being
+        # what routers do, it matters for hole punching: an unanswered probe that reached the
+        # router's own stack would leave a conntrack entry that takes the very port the inside
+        # host's own probe must leave from, and the NAT would pick another.
         self.nft(
             "add table ip netlab_nat\n"
             "add chain ip netlab_nat postrouting"
             " { type nat hook postrouting priority srcnat; policy accept; }\n"
             f'add rule ip netlab_nat postrouting oifname "{out_ifname}" masquerade{flags}\n'
+            "add chain ip netlab_nat input { type filter hook input priority 0; policy accept; }\n"
+            f'add rule ip netlab_nat input iifname "{out_ifname}" ct state new drop\n'
+            "add chain ip netlab_nat forward"
+            " { type filter hook forward priority 0; policy accept; }\n"
+            f'add rule ip netlab_nat forward iifname "{out_ifname}" ct state new drop\n'
         )
 
     def drop_randomly(self, ifname: str, percent: int, *, direction: str = "both") -> None:

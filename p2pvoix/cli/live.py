@@ -371,7 +371,8 @@ async def _carry_out(session: RoomSession, command: Command, out: Output,
         return
     if command.name == "status":
         state = session.state
-        out.emit({"type": "status", **jsonable(session.statistics(), name_of)},
+        status = {**session.statistics(), "signalling": await session.signalling_paths()}
+        out.emit({"type": "status", **jsonable(status, name_of)},
                  f"“{state.title}”: you are {session.role.value}; stage: "
                  + ", ".join(name_of(m.identity) + (" (muted)" if m.muted else "")
                              for m in stage(state))

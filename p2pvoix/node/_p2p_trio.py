@@ -73,6 +73,7 @@ from libp2p.pubsub.rpc_queue import OutBoundQueueSize
 from libp2p.records.validator import NamespacedValidator, Validator
 from libp2p.relay.circuit_v2 import CircuitV2Protocol, CircuitV2Transport, RelayLimits
 from libp2p.relay.circuit_v2.config import RelayConfig, RelayRole
+from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
 from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_PROTOCOL_ID
 from libp2p.request_response import (
     BytesCodec,
@@ -186,6 +187,7 @@ class TrioStack:
         self._rr: RequestResponse | None = None
         self._circuit: CircuitV2Protocol | None = None
         self._circuit_transport: CircuitV2Transport | None = None
+        self._dcutr: DCUtRProtocol | None = None
 
     # ---- set-up that may happen before or while running (trio thread or not yet started) ----
 
@@ -282,6 +284,10 @@ class TrioStack:
                                           allow_hop=self._config.relay_hop)
         self._circuit_transport = CircuitV2Transport(host, self._circuit,
                                                      RelayConfig(roles=RelayRole.STOP))
+        # Hole punching (DCUtR): a connection through a relay is upgraded to a direct one where
+        # both NATs allow it. It drives itself every 2 s for each relayed peer; TCP listeners use
+        # SO_REUSEPORT so the punch leaves from the listen port (py-libp2p's tcp transport).
+        self._dcutr = DCUtRProtocol(host)
         try:
             async with host.run(listen):
                 try:
@@ -290,6 +296,7 @@ class TrioStack:
                         background_trio_service(gossipsub),
                         background_trio_service(dht),
                         background_trio_service(self._circuit),
+                        background_trio_service(self._dcutr),
                         trio.open_nursery() as nursery,
                     ):
                         self._nursery = nursery

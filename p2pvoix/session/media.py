@@ -330,6 +330,16 @@ class MediaPlane:
                    and not (self._role_for(peer) is LinkRole.CHILD
                             and self.moved_away(peer) is not None))
 
+    def shed_moved_children(self) -> int:
+        """Stop feeding the children the plan took from us, at once: our children lose packets
+        (the uplink is full), and these still cost it until their new parent is up — or for
+        good, if the plan left them without one. Returns how many were let go."""
+        moved = [peer for peer in self.links.links()
+                 if self._role_for(peer) is LinkRole.CHILD and self.moved_away(peer) is not None]
+        for peer in moved:
+            self._tasks.spawn(self.links.close(peer, "over capacity"), "shed a moved child")
+        return len(moved)
+
     def _refresh_links(self) -> None:
         infos = {}
         for peer, link in self.links.links().items():

@@ -24,6 +24,7 @@ from p2pvoix.crypto.roomkey import RoomKey
 from p2pvoix.directory.records import Announcement, announce, dht_key
 from p2pvoix.errors import P2pvoixError, Rejected, RejectionCounter
 from p2pvoix.mesh.capacity import (
+    LOSS_THRESHOLD,
     CapacityEstimator,
     CapacityPolicy,
     ChildReport,
@@ -279,9 +280,19 @@ class RoomSession:
         assert self._left is not None
         return self._left
 
+    async def signalling_paths(self) -> dict[str, str]:
+        """How this node's libp2p connection to each media peer runs: ``direct`` (never relayed,
+        or hole-punched by DCUtR) or ``relayed`` (through a circuit relay)."""
+        paths = {}
+        for peer in list(self.media.links.links()):
+            address = await self.node.p2p.remote_address(peer.peer_id)
+            paths[peer.peer_id] = "direct" if address is not None else "relayed"
+        return paths
+
     def statistics(self) -> dict[str, object]:
         return {
             "room": self.room.peer_id,
+            "me": self.node.peer_id,
             "role": self.role.value,
             "log": self.log.statistics(),
             "present": len(self.roster),
@@ -467,6 +478,9 @@ class RoomSession:
                             self.media.links.child_bytes_sent(), self.media.children(),
                             child_loss=self.child_loss)
             slots = self.capacity.update(sample)
+            if self.child_loss > LOSS_THRESHOLD and (shed := self.media.shed_moved_children()):
+                logger.info("children lose %.0f%% of packets: no longer feeding %d moved "
+                            "child(ren)", self.child_loss * 100, shed)
             if slots != self.media.slots or self.node.reach != self._advertised_reach:
                 self.media.slots = slots
                 self._advertised_reach = self.node.reach

@@ -2,7 +2,8 @@
 
     internet 203.0.113.0/24 ── relay (p2pvoix relay, .2) ── stun (coturn at .3 and .4)
         ├─ routerA .10 ── home A 192.168.1.0/24: Amina hosts (port-preserving masquerade)
-        └─ routerB .20 ── home B 192.168.2.0/24: Zineb listens (masquerade random: symmetric)
+        ├─ routerB .20 ── home B 192.168.2.0/24: Zineb listens (masquerade random: symmetric)
+        └─ routerC .30 ── home C 192.168.3.0/24: Youssef listens (port-preserving)
 
 Every node is the real CLI in a namespace of its own, with default listen addresses; the only
 settings are the ones a user behind a NAT gives: a bootstrap node and two STUN servers.
@@ -54,7 +55,11 @@ def reach_of(child: netlab.Child, timeout: float = 30) -> dict:
     return child.expect(lambda m: m.get("type") == "reach", timeout)
 
 
-def test_a_room_hosted_behind_one_nat_is_heard_behind_another_through_a_relay(lab, tmp_path):
+def test_a_room_hosted_behind_one_nat_is_heard_behind_two_others_by_relay_and_hole_punching(
+    lab, tmp_path
+):
+    """Zineb's NAT gives every destination a new port: only the public relay can feed her.
+    Youssef's keeps one port per socket, like Amina's: ICE punches a hole, Amina feeds him."""
     netlab.skip_unless_netns("nft")
     internet = lab.switch("internet")
     relay_ns, stun_ns = lab.namespace("relay"), lab.namespace("stun")
@@ -63,6 +68,7 @@ def test_a_room_hosted_behind_one_nat_is_heard_behind_another_through_a_relay(la
     stun_ns.ip("addr", "add", "203.0.113.4/24", "dev", "eth0")
     amina_ns = home(lab, internet, "amina", "203.0.113.10", "192.168.1", random_ports=False)
     zineb_ns = home(lab, internet, "zineb", "203.0.113.20", "192.168.2", random_ports=True)
+    youssef_ns = home(lab, internet, "youssef", "203.0.113.30", "192.168.3", random_ports=False)
 
     with coturn(["203.0.113.3", "203.0.113.4"], prefix=["ip", "netns", "exec", stun_ns.name]):
         relay = cli(relay_ns, tmp_path / "relay", "relay", "--listen", "/ip4/0.0.0.0/tcp/4001",
@@ -75,6 +81,8 @@ def test_a_room_hosted_behind_one_nat_is_heard_behind_another_through_a_relay(la
         room = amina.expect(lambda m: m.get("type") == "room_opened", 30)["key"]
         zineb = cli(zineb_ns, tmp_path / "zineb", "join", room, "--input", "none", "--output",
                     "none", "--record", str(tmp_path / "zineb.wav"), "--bootstrap", boot, *STUN)
+        youssef = cli(youssef_ns, tmp_path / "youssef", "join", room, "--input", "none",
+                      "--output", "none", "--bootstrap", boot, *STUN)
 
         # Each learns its reach: the relay is public, Amina's NAT keeps one mapping per socket
         # (hole punching could work), Zineb's gives each destination a new port.
@@ -106,6 +114,29 @@ def test_a_room_hosted_behind_one_nat_is_heard_behind_another_through_a_relay(la
         assert status["parent"] == relay_peer, status
         assert path is not None and "relay" not in path, path  # no TURN on this path
         assert host_status["reachability"]["relayed"]["relays"] == [relay_peer[-6:]]
+
+        # Youssef: behind a NAT like Amina's, fed by her straight through both NATs.
+        assert reach_of(youssef)["reach"] == "nat"
+        youssef.expect(lambda m: m.get("type") == "first_audio", 60)
+        deadline = time.monotonic() + 20
+        while (status := status_of(youssef))["parent"] != host_status["me"]:
+            assert time.monotonic() < deadline, status
+            time.sleep(0.5)
+        before = next(iter(status["media"]["engine"]["streams"].values()))
+        time.sleep(3.0)
+        status = status_of(youssef)
+        punched = status["media"]["links"]["paths"].get(host_status["me"])
+        after = next(iter(status["media"]["engine"]["streams"].values()))
+        played = after["played"] + after["fec"] - before["played"] - before["fec"]
+        LAB_REPORT.append(("the same room, listener behind port-preserving NAT C",
+                           f"Amina nat, Youssef {status['reachability']['reach']}",
+                           f"hole-punched to Amina (ICE {punched}); signalling "
+                           f"{status['signalling'].get(host_status['me'])}",
+                           f"{played} frames played in 3 s"))
+        assert punched is not None and punched.split("/")[1] in ("srflx", "prflx"), punched
+        # Their libp2p connection went through the relay's circuit; DCUtR punched it direct.
+        assert status["signalling"].get(host_status["me"]) == "direct", status["signalling"]
+        assert played >= 3.0 * 50 * 0.9, (before, after)
         zineb.send({"cmd": "leave"})
         assert zineb.wait(20) == 0
         listened = time.monotonic() - heard_from
