@@ -21,11 +21,6 @@ LISTENERS = 12  # the default, as `make demo` runs it
 
 @pytest.mark.slow
 @pytest.mark.timeout(150)
-@pytest.mark.skipif(
-    not os.environ.get("P2PVOIX_DEMO_TEST"),
-    reason="known bug (issue 7, open): two causes of a demo listener left without a working "
-           "parent are fixed, but a fresh-clone suite run still saw one listener hear ~32 %; run "
-           "it with P2PVOIX_DEMO_TEST=1")
 def test_the_demo_finishes_alone_and_every_listener_heard_both_speakers(tmp_path):
     record = tmp_path / "heard.wav"
     started = time.monotonic()
