@@ -46,6 +46,28 @@ def home(lab: netlab.Lab, internet: netlab.Switch, name: str, wan: str, net: str
     return host
 
 
+def internet_with(lab: netlab.Lab, public: str
+                  ) -> tuple[netlab.Switch, netlab.Namespace, netlab.Namespace]:
+    """The internet switch with a public p2pvoix host at .2 (named ``public``) and coturn's
+    namespace at .3 and .4; returns (switch, public host, coturn's namespace)."""
+    netlab.skip_unless_netns("nft")
+    internet = lab.switch("internet")
+    public_ns, stun_ns = lab.namespace(public), lab.namespace("stun")
+    public_ns.connect(internet, "203.0.113.2/24")
+    stun_ns.connect(internet, "203.0.113.3/24")
+    stun_ns.ip("addr", "add", "203.0.113.4/24", "dev", "eth0")
+    return internet, public_ns, stun_ns
+
+
+def first_audio(listener: netlab.Child, host: netlab.Child) -> dict:
+    """The listener's first_audio event; failing that, both ends' status says why."""
+    try:
+        return listener.expect(lambda m: m.get("type") == "first_audio", 60)
+    except AssertionError as failure:
+        raise AssertionError(f"{failure}\nlistener: {status_of(listener)}\n"
+                             f"host: {status_of(host)}") from None
+
+
 def status_of(child: netlab.Child) -> dict:
     child.send({"cmd": "status"})
     return child.expect(lambda m: m.get("type") == "status", 10)
@@ -60,12 +82,7 @@ def test_a_room_hosted_behind_one_nat_is_heard_behind_two_others_by_relay_and_ho
 ):
     """Zineb's NAT gives every destination a new port: only the public relay can feed her.
     Youssef's keeps one port per socket, like Amina's: ICE punches a hole, Amina feeds him."""
-    netlab.skip_unless_netns("nft")
-    internet = lab.switch("internet")
-    relay_ns, stun_ns = lab.namespace("relay"), lab.namespace("stun")
-    relay_ns.connect(internet, "203.0.113.2/24")
-    stun_ns.connect(internet, "203.0.113.3/24")
-    stun_ns.ip("addr", "add", "203.0.113.4/24", "dev", "eth0")
+    internet, relay_ns, stun_ns = internet_with(lab, "relay")
     amina_ns = home(lab, internet, "amina", "203.0.113.10", "192.168.1", random_ports=False)
     zineb_ns = home(lab, internet, "zineb", "203.0.113.20", "192.168.2", random_ports=True)
     youssef_ns = home(lab, internet, "youssef", "203.0.113.30", "192.168.3", random_ports=False)
@@ -94,11 +111,7 @@ def test_a_room_hosted_behind_one_nat_is_heard_behind_two_others_by_relay_and_ho
 
         # Zineb found the room (its announcement names Amina's relayed address), synced with
         # Amina through the relay's circuit, and hears her through the relay's media link.
-        try:
-            first = zineb.expect(lambda m: m.get("type") == "first_audio", 60)
-        except AssertionError as failure:
-            raise AssertionError(f"{failure}\nZineb: {status_of(zineb)}\n"
-                                 f"Amina: {status_of(amina)}") from None
+        first = first_audio(zineb, amina)
         heard_from = time.monotonic()
         time.sleep(6.0)
         zineb.send({"cmd": "status"})
@@ -216,12 +229,7 @@ TURN = ("--turn", "turn:p2pvoix:lab-secret@203.0.113.3:3478")
 def test_two_homes_behind_symmetric_nats_with_no_media_relay_talk_through_turn(lab, tmp_path):
     """Both ends behind random-port NATs and no p2pvoix relay to hang from: only TURN carries
     audio. The public node relays libp2p signalling (circuit relay), never media."""
-    netlab.skip_unless_netns("nft")
-    internet = lab.switch("internet")
-    node_ns, stun_ns = lab.namespace("node"), lab.namespace("stun")
-    node_ns.connect(internet, "203.0.113.2/24")
-    stun_ns.connect(internet, "203.0.113.3/24")
-    stun_ns.ip("addr", "add", "203.0.113.4/24", "dev", "eth0")
+    internet, node_ns, stun_ns = internet_with(lab, "node")
     amina_ns = home(lab, internet, "amina", "203.0.113.10", "192.168.1", random_ports=True)
     zineb_ns = home(lab, internet, "zineb", "203.0.113.20", "192.168.2", random_ports=True)
 
@@ -236,11 +244,7 @@ def test_two_homes_behind_symmetric_nats_with_no_media_relay_talk_through_turn(l
         zineb = cli(zineb_ns, tmp_path / "zineb", "join", room, "--input", "none", "--output",
                     "none", "--record", str(tmp_path / "zineb.wav"), "--bootstrap", boot,
                     *STUN, *TURN)
-        try:
-            first = zineb.expect(lambda m: m.get("type") == "first_audio", 60)
-        except AssertionError as failure:
-            raise AssertionError(f"{failure}\nZineb: {status_of(zineb)}\n"
-                                 f"Amina: {status_of(amina)}") from None
+        first = first_audio(zineb, amina)
         heard_from = time.monotonic()
         time.sleep(6.0)
         status = status_of(zineb)

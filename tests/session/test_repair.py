@@ -142,6 +142,20 @@ async def test_a_child_that_dials_again_is_not_refused_for_the_link_it_replaces(
         await link.rtc.close()
 
 
+async def y_leans_on_x(lab: Lab):  # type: ignore[no-untyped-def]
+    """Host feeding listeners y and x (one slot each); the plan names x as y's backup, and y's
+    standby link to x is up. Returns (host, y, x)."""
+    host = await lab.host("host", 440, capacity=slots(2))
+    y = await lab.join("y", None, record=False, capacity=slots(1))
+    x = await lab.join("x", None, record=False, capacity=slots(1))
+    await lab.until(lambda: all(n.media.parent == host.me and n.media.links.is_up(host.me)
+                                for n in (x, y)), 20)
+    publish_plan(host, {y: (host.me, x.me, 1), x: (host.me, None, 1)})
+    await lab.until(lambda: x.media._role_for(y.me) is LinkRole.STANDBY
+                    and x.media.links.is_up(y.me) and x.media.children() == 1, 8)
+    return host, y, x
+
+
 async def test_a_node_the_plan_puts_above_its_backup_feeds_it(tmp_path):
     """Y leaned on X as its backup (a standby link Y opened); then the plan hangs X below Y, as
     it did in the demo after Y was promoted. That link cannot carry X's feed: X must dial Y as
@@ -149,14 +163,7 @@ async def test_a_node_the_plan_puts_above_its_backup_feeds_it(tmp_path):
     new plan yet, still keeps the link as its standby. Before, X left its old parent and heard
     nothing for the rest of the room."""
     async with Lab(tmp_path) as lab:
-        host = await lab.host("host", 440, capacity=slots(2))
-        y = await lab.join("y", None, record=False, capacity=slots(1))
-        x = await lab.join("x", None, record=False, capacity=slots(1))
-        await lab.until(lambda: all(n.media.parent == host.me and n.media.links.is_up(host.me)
-                                    for n in (x, y)), 20)
-        publish_plan(host, {y: (host.me, x.me, 1), x: (host.me, None, 1)})
-        await lab.until(lambda: x.media._role_for(y.me) is LinkRole.STANDBY
-                        and x.media.links.is_up(y.me), 8)
+        host, y, x = await y_leans_on_x(lab)
 
         publish_plan(host, {y: (host.me, None, 1), x: (y.me, None, 2)}, only=[x])
         await lab.until(lambda: x.media._role_for(y.me) is LinkRole.PARENT
@@ -175,14 +182,8 @@ async def test_a_promoted_listener_drops_the_links_it_opened_to_be_fed(tmp_path)
     """On stage a node is a root: the standby link it opened to its backup (and its old parent
     link) would only hold those nodes' slots."""
     async with Lab(tmp_path) as lab:
-        host = await lab.host("host", 440, capacity=slots(2))
-        y = await lab.join("y", None, record=False, capacity=slots(1))
-        x = await lab.join("x", None, record=False, capacity=slots(1))
-        await lab.until(lambda: all(n.media.parent == host.me and n.media.links.is_up(host.me)
-                                    for n in (x, y)), 20)
-        publish_plan(host, {y: (host.me, x.me, 1), x: (host.me, None, 1)})
-        await lab.until(lambda: x.media._role_for(y.me) is LinkRole.STANDBY
-                        and x.media.links.is_up(y.me) and x.media.children() == 1, 8)
+        host, y, x = await y_leans_on_x(lab)
+        assert x.media.children() == 1  # the standby link holds x's one slot
         await lab.promote(host, y)
         await lab.until(lambda: y.me not in x.media.links.links(), 5)
         assert x.media.children() == 0  # its slot is free again
