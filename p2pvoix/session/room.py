@@ -417,8 +417,8 @@ class RoomSession:
             raise Rejected("plan-not-the-peer", "presence signed by someone else")
         for event in self.roster.update(presence):
             self._emit(event)
-        person = self._participant(presence.identity, presence.relay_slots,
-                                   planning_reach(presence.reach, presence.turn), presence.time_ms)
+        person = self._participant(presence.identity, presence.relay_slots, presence.reach,
+                                   presence.turn, presence.time_ms)
         if lost is not None and coordinator.is_parent_of(lost, presence.identity):
             alive = await self.node.ping(lost.peer_id, timeout=PROBE_TIMEOUT_S)
             logger.info("%s reports its parent %s lost; the probe %s", peer_id[-6:],
@@ -431,10 +431,10 @@ class RoomSession:
         if self._left is None:
             self._tasks.spawn(self._ask_for_plan(lost=parent), "repair: ask for a parent")
 
-    def _participant(self, who: PublicKey, slots: int, reach: str, seen_ms: int = 0
-                     ) -> Participant:
-        return Participant(slots=slots, reach=reach, stage=self.log.state.role_of(who) in STAGE,
-                           seen_ms=seen_ms)
+    def _participant(self, who: PublicKey, slots: int, reach: str, turn: bool,
+                     seen_ms: int = 0) -> Participant:
+        return Participant(slots=slots, reach=planning_reach(reach, turn),
+                           stage=self.log.state.role_of(who) in STAGE, seen_ms=seen_ms)
 
     def _update_coordinator(self) -> None:
         """Run the planner while, and only while, this node sequences the room."""
@@ -448,11 +448,11 @@ class RoomSession:
                 publish=lambda data: self._tasks.spawn(self._publish(data), "publish plan"),
                 topology=self.plan.topology,
             )
-        people = {p.identity: self._participant(p.identity, p.relay_slots,
-                                                planning_reach(p.reach, p.turn), p.time_ms)
+        people = {p.identity: self._participant(p.identity, p.relay_slots, p.reach, p.turn,
+                                                p.time_ms)
                   for p in self.roster.present()}
-        people[self.me] = self._participant(self.me, self.media.slots,
-                                            planning_reach(self.node.reach, self._turn))
+        people[self.me] = self._participant(self.me, self.media.slots, self.node.reach,
+                                            self._turn)
         self.coordinator.sync(people)
         now = asyncio.get_running_loop().time()
         rebalance = now - self._last_rebalance >= REBALANCE_EVERY_S
