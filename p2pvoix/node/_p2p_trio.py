@@ -42,6 +42,13 @@ upstream changes the behaviour:
     cached record over and over: with a few dozen nodes that was a third of the libp2p thread's
     CPU. Verified records are remembered by their exact bytes (``_remember_verified_records``),
     so each distinct record is verified once; a changed or forged record is still verified.
+14. A node sends its own messages only to its mesh peers. A node whose peers are all hubs
+    (bootstrap nodes, a room's host: every newcomer grafts them, they prune down to 6 and
+    refuse a regraft for 60 s) keeps an empty mesh, and a one-shot message (a room's end) missed
+    it unless heartbeat gossip (IHAVE to 6 random non-mesh peers) happened to pick it: under load,
+    most runs of 20 nodes lost the end somewhere. Gossipsub v1.1 "flood publishing" (go-libp2p's
+    default) sends a node's own messages to every peer subscribed to the topic;
+    ``_flood_own_messages`` does that. Forwarded messages still follow the mesh.
 """
 
 from __future__ import annotations
@@ -267,6 +274,8 @@ class TrioStack:
         pubsub.counter = time.time_ns()
         counted = self._counting_drops(gossipsub._handle_dropped_rpc)
         gossipsub._handle_dropped_rpc = counted  # type: ignore[method-assign]
+        flooding = _flood_own_messages(gossipsub, host.get_id())
+        gossipsub._get_peers_to_send = flooding  # type: ignore[method-assign]
         dht = KadDHT(
             host,
             DHTMode.SERVER,
@@ -839,3 +848,21 @@ def _describe(exc: BaseException) -> str:
             parts.append(text)
         current = current.__cause__ or current.__context__
     return "; ".join(parts[-2:]) or type(exc).__name__
+
+
+def _flood_own_messages(gossipsub: GossipSub, me: ID) -> Callable[..., Any]:
+    """Work-around 14: our own messages go to every peer subscribed to their topic (flood
+    publishing), not only to the mesh; forwarded ones are left to the router."""
+    original = gossipsub._get_peers_to_send
+
+    def peers_to_send(topic_ids: Any, msg_forwarder: ID, origin: ID,
+                      msg_id: bytes | None = None) -> set[ID]:
+        topics = list(topic_ids)
+        peers = set(original(topics, msg_forwarder, origin, msg_id))
+        if msg_forwarder == me and origin == me and gossipsub.pubsub is not None:
+            for topic in topics:
+                peers.update(gossipsub.pubsub.peer_topics.get(topic, ()))
+            peers.discard(me)
+        return peers
+
+    return peers_to_send

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 
 import pytest
 import trio
@@ -39,6 +40,7 @@ from libp2p.tools.anyio_service import background_trio_service
 from multiaddr import Multiaddr
 
 from p2pvoix.crypto.keys import SigningKey
+from p2pvoix.node._p2p_trio import _flood_own_messages
 
 LOOPBACK = Multiaddr("/ip4/127.0.0.1/tcp/0")
 _seeds = itertools.count()
@@ -212,6 +214,31 @@ def test_adaptive_gossip_stretches_a_1_s_heartbeat_to_30_s():
     router._adapt_heartbeat_parameters(0.3)
     assert router.heartbeat_interval == 30
     assert GossipSub([PROTOCOL_ID], 6, 4, 12).heartbeat_interval == 120
+
+
+def _router_with_a_thin_mesh():
+    """A router subscribed to "room" with two peers there, only one of them in its mesh."""
+    router = GossipSub([PROTOCOL_ID], 6, 4, 12)
+    me, in_mesh, outside = (ID(b"\x00\x04" + name) for name in (b"me00", b"mesh", b"out0"))
+    router.pubsub = types.SimpleNamespace(peer_topics={"room": {in_mesh, outside}})
+    router.peer_protocol = {in_mesh: PROTOCOL_ID, outside: PROTOCOL_ID}
+    router.mesh = {"room": {in_mesh}}
+    return router, me, in_mesh, outside
+
+
+def test_a_node_sends_its_own_messages_only_to_its_mesh():
+    router, me, in_mesh, _outside = _router_with_a_thin_mesh()
+    assert set(router._get_peers_to_send(["room"], msg_forwarder=me, origin=me)) == {in_mesh}
+
+
+def test_flood_publishing_sends_our_own_messages_to_every_subscriber_and_forwards_by_the_mesh():
+    """Work-around 14 (``_flood_own_messages``)."""
+    router, me, in_mesh, outside = _router_with_a_thin_mesh()
+    peers_to_send = _flood_own_messages(router, me)
+    assert peers_to_send(["room"], me, me) == {in_mesh, outside}
+    other = ID(b"\x00\x04oth0")
+    assert peers_to_send(iter(["room"]), other, other) == {in_mesh}
+    assert peers_to_send(["elsewhere"], me, me) == set()
 
 
 def test_peer_queues_and_subscriptions_hold_32_and_drop_the_rest():
