@@ -558,6 +558,8 @@ class P2PNode:
             except Rejected as exc:
                 counters.reject(exc.reason)
                 raise
+            except NotRunning:
+                raise  # a request that arrived as we stopped: unanswered, and no fault of ours
             except Exception:
                 counters.reject(HANDLER_ERROR)
                 logger.exception("request handler failed for a request from %s", peer_id)

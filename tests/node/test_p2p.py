@@ -5,6 +5,7 @@ its own asyncio loop with a deadline and stops every node and the portal it star
 """
 
 import asyncio
+import logging
 import hashlib
 import itertools
 import socket
@@ -649,6 +650,27 @@ def test_request_failures_are_clear():
                 await a.request(stranger, "/small/1", b"x", timeout=2)
             assert b.statistics().rejected == {"not-in-room": 1, HANDLER_ERROR: 1}
             assert a.statistics().rejected == {RESPONSE_TOO_LARGE: 1}
+
+    run(test)
+
+
+def test_a_request_that_meets_a_stopping_node_fails_quietly(caplog):
+    """A handler that finds its node stopped (a request arriving as it shuts down) is no fault:
+    the asker's request fails, nothing is logged as an error and nothing is counted."""
+    async def test():
+        async with Net() as net:
+            a, b = await net.chain(2)
+
+            async def stopped(peer_id, request):
+                raise NotRunning("node is stopping")
+
+            b.set_request_handler("/stopped/1", stopped)
+            with caplog.at_level(logging.ERROR, logger="p2pvoix"):
+                with pytest.raises(RequestFailed):
+                    await a.request(b.peer_id, "/stopped/1", b"x", timeout=2)
+            assert not [r for r in caplog.records
+                        if r.name.startswith("p2pvoix") and r.levelno >= logging.ERROR]
+            assert b.statistics().rejected == {}
 
     run(test)
 
