@@ -12,8 +12,8 @@ rules, in order:
 4. Upload: with a known upload rate (``--upload-kbps``), slots = what fits in ``UPLOAD_BUDGET`` of it
    at the measured bytes per child. Without one, congestion is inferred: if children report loss
    (RTCP receiver reports; ``children_loss``) above ``LOSS_THRESHOLD``, the node takes its
-   current number of children minus one as the limit (multiplicative decrease, like TCP) and
-   only grows again, one slot per quiet period, after ``GROW_AFTER_MS`` without loss (additive
+   current number of children minus one as the limit (multiplicative decrease, like TCP), keeps
+   lowering it while they lose more than ``SETTLED_LOSS``, and only grows again, one slot per quiet period, after ``GROW_AFTER_MS`` without loss (additive
    increase).
 5. The answer moves by hysteresis: it drops at once (never feed more than we can) but rises at most
    one slot per sample, so the plan is not churned by noise.
@@ -29,6 +29,7 @@ MAX_SLOTS = 200
 CPU_BUDGET = 0.5  # of one core, for relaying: the node also decodes and plays audio
 UPLOAD_BUDGET = 0.7  # of a known upload rate: leave room for everything else on the link
 LOSS_THRESHOLD = 0.02  # children losing more than this: our upload (or CPU) is saturated
+SETTLED_LOSS = 0.005  # ... and, once it was, what they may still lose before we back off further
 # A relay's uplink seldom grows by itself, and every probe past it costs its children a few
 # seconds of loss: after a loss, probe for one more slot only once a minute.
 GROW_AFTER_MS = 60_000
@@ -96,7 +97,11 @@ class CapacityEstimator:
         return self._decide(sample)
 
     def _track_loss(self, sample: Sample) -> None:
-        if sample.child_loss > LOSS_THRESHOLD and sample.children > 0:
+        # Once our uplink has shown itself the bottleneck, back off until children lose almost
+        # nothing: stopping at the first count under LOSS_THRESHOLD left the uplink ~80 % full,
+        # and bursts still overflowed it (holes of 0.5–2 s in the lab's tbf case).
+        threshold = LOSS_THRESHOLD if self._loss_limit is None else SETTLED_LOSS
+        if sample.child_loss > threshold and sample.children > 0:
             self._loss_limit = max(0, sample.children - 1)
             self._quiet_since_ms = sample.now_ms
         elif self._loss_limit is not None and self._quiet_since_ms is not None:

@@ -83,6 +83,17 @@ def test_unmeasured_policy_advertises_the_cap_as_given():
     assert node.run(10, children=12, cpu_per_child=0.5)[-1] == 12
 
 
+def test_after_a_backoff_even_small_loss_lowers_slots_until_children_lose_almost_nothing():
+    node = Node(CapacityEstimator())
+    node.run(3, children=0)
+    node.run(30, children=8, cpu_per_child=0.001)
+    assert node.run(1, children=8, cpu_per_child=0.001, loss=0.01) == [node.estimator.slots]
+    assert node.estimator.slots > 8  # 1 % alone is no sign of a full uplink
+    assert node.run(1, children=8, cpu_per_child=0.001, loss=0.1) == [7]
+    assert node.run(1, children=7, cpu_per_child=0.001, loss=0.01) == [6]  # still lossy: lower
+    assert node.run(1, children=6, cpu_per_child=0.001, loss=0.004) == [6]  # settled
+
+
 def test_children_loss_is_what_most_children_lose_not_the_worst_one():
     before = {"a": ChildReport(100, 0), "b": ChildReport(100, 0), "c": ChildReport(100, 0)}
     # One child on a bad downlink of its own loses 30 %; the others lose nothing: our uplink is fine.
