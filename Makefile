@@ -31,9 +31,9 @@ fuzz: $(STAMP)
 
 # The network lab (docs/nat.md): homes behind NAT routers, relays, coturn, lossy links, each in a
 # network namespace (root; skipped with the reason elsewhere), ending with a report table. Its
-# cases also run in `make test`.
+# fast cases also run in `make test`; the slow ones (marked lab_only) only here.
 lab: $(STAMP)
-	$(BIN)/python -m pytest tests/lab tests/test_netlab.py -rs $(PYTEST_ARGS)
+	P2PVOIX_LAB=1 $(BIN)/python -m pytest tests/lab tests/test_netlab.py -rs $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check p2pvoix tests bench examples

@@ -1,8 +1,26 @@
-"""Print the lab's report table at the end of the run (``make lab`` shows it)."""
+"""Print the lab's report table at the end of the run (``make lab`` shows it), and keep the
+slow cases (marked ``lab_only``) for ``make lab``, which sets ``P2PVOIX_LAB=1``."""
 
 from __future__ import annotations
 
+import os
+
+import pytest
+
 from tests.lab.report import LAB_REPORT
+
+
+def pytest_configure(config):  # type: ignore[no-untyped-def]
+    config.addinivalue_line("markers", "lab_only: a slow lab case, run by `make lab` only")
+
+
+def pytest_collection_modifyitems(config, items):  # type: ignore[no-untyped-def]
+    if os.environ.get("P2PVOIX_LAB") == "1":
+        return
+    skip = pytest.mark.skip(reason="a slow lab case (about two minutes): `make lab` runs it")
+    for item in items:
+        if item.get_closest_marker("lab_only"):
+            item.add_marker(skip)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):  # type: ignore[no-untyped-def]

@@ -22,7 +22,8 @@ from tests.lab.report import LAB_REPORT
 from tests.lab.test_nat import cli, status_of
 
 lab = netlab.lab
-pytestmark = [pytest.mark.async_timeout(150), pytest.mark.timeout(200)]
+# About two minutes, and how fast the relay's loss shows depends on the box's load: `make lab`.
+pytestmark = [pytest.mark.lab_only, pytest.mark.timeout(330)]
 
 CAP_KBIT = 200
 FEEDS = 2  # children that fit in CAP_KBIT
@@ -49,7 +50,7 @@ def test_a_relay_with_a_capped_uplink_is_not_given_more_listeners_than_it_can_fe
                 if a.startswith("/ip4/203.0.113.2/"))
     relay1 = cli(spaces["relay1"], tmp_path / "relay1", "relay", "--listen",
                  "/ip4/0.0.0.0/tcp/4001", "--relay-slots", "6", "--bootstrap", boot)
-    relay1.expect(lambda m: m.get("type") == "relay_started", 30)
+    names = {relay1.expect(lambda m: m.get("type") == "relay_started", 30)["peer_id"]: "relay1"}
     amina = cli(spaces["amina"], tmp_path / "amina", "host", "A capped relay", "--input",
                 "tone:440", "--output", "none", "--relay-slots", "1", "--bootstrap", boot)
     room = amina.expect(lambda m: m.get("type") == "room_opened", 30)["key"]
@@ -61,7 +62,7 @@ def test_a_relay_with_a_capped_uplink_is_not_given_more_listeners_than_it_can_fe
         listener.expect(lambda m: m.get("type") == "joined", 60)
 
     # relay1 takes more children than its uplink carries, sees them lose, and comes down.
-    events, deadline = [], time.monotonic() + 60
+    events, deadline = [], time.monotonic() + 120
     while time.monotonic() < deadline:
         events += slots_events(relay1, 1.0)
         most = max((e["children"] for e in events), default=0)
@@ -74,15 +75,17 @@ def test_a_relay_with_a_capped_uplink_is_not_given_more_listeners_than_it_can_fe
     # Those it let go hang from relay2 once it comes; relay1 keeps what it can feed.
     relay2 = cli(spaces["relay2"], tmp_path / "relay2", "relay", "--listen",
                  "/ip4/0.0.0.0/tcp/4001", "--relay-slots", "6", "--bootstrap", boot)
+    names[relay2.expect(lambda m: m.get("type") == "relay_started", 30)["peer_id"]] = "relay2"
     relay2.expect(lambda m: m.get("type") == "relaying", 30)
     deadline = time.monotonic() + 30
     while not all(_hearing(status_of(x)) for x in listeners):
         assert time.monotonic() < deadline, [_hearing(status_of(x)) for x in listeners]
         time.sleep(1.0)
     # relay2 arriving reshapes the tree (it takes a leaf's place, rebalancing follows): measure
-    # once every listener has kept its parent for 4 s.
+    # once every listener has kept its parent for 8 s (a stream that just started or moved
+    # is still adapting its playout for a few seconds).
     parents, steady_since, deadline = None, time.monotonic(), time.monotonic() + 40
-    while time.monotonic() - steady_since < 4.0:
+    while time.monotonic() - steady_since < 8.0:
         assert time.monotonic() < deadline, f"the tree never settled: {parents}"
         now = [status_of(x)["parent"] for x in listeners]
         if now != parents:
@@ -91,17 +94,19 @@ def test_a_relay_with_a_capped_uplink_is_not_given_more_listeners_than_it_can_fe
     events += slots_events(relay1, 0.1)  # what it said meanwhile: the last one is its state now
     before = [_stream(status_of(x)) for x in listeners]
     later = slots_events(relay1, 6.0)
-    after = [_stream(status_of(x)) for x in listeners]
+    statuses = [status_of(x) for x in listeners]
+    after = [_stream(s) for s in statuses]
     LAB_REPORT.append((f"a relay's uplink capped at {CAP_KBIT} kbit/s (tc tbf)", "all public",
                        f"relay1 fed {max(e['children'] for e in events)}, children lost "
                        f"{backed_off['child_loss']:.0%}, backed off to "
                        f"{min(e['slots'] for e in events)} slots",
                        "then every listener heard"))
     assert all(e["children"] <= FEEDS for e in [events[-1], *later]), (events, later)
-    for b, a in zip(before, after, strict=True):
+    for status, b, a in zip(statuses, before, after, strict=True):
         played = a["played"] + a["fec"] - b["played"] - b["fec"]
-        assert played >= 6.0 * 50 * 0.95, (b, a)
-        assert a["long_gap_frames"] - b["long_gap_frames"] <= 3, (b, a)
+        why = (names.get(status["parent"], status["parent"]), b, a, later)
+        assert played >= 6.0 * 50 * 0.95, why
+        assert a["long_gap_frames"] - b["long_gap_frames"] <= 3, why
 
 
 def _hearing(status: dict) -> bool:
