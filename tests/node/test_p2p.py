@@ -5,9 +5,9 @@ its own asyncio loop with a deadline and stops every node and the portal it star
 """
 
 import asyncio
-import logging
 import hashlib
 import itertools
+import logging
 import socket
 import threading
 import time
