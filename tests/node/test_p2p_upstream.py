@@ -25,7 +25,7 @@ from libp2p.network.config import ConnectionConfig
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.pubsub import pubsub as pubsub_module
-from libp2p.pubsub.gossipsub import PROTOCOL_ID, GossipSub
+from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V12, GossipSub
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.pubsub.rpc_queue import OutBoundQueueSize, RpcQueue
@@ -36,11 +36,16 @@ from libp2p.request_response import (
     RequestResponseConfig,
     RequestTimeoutError,
 )
+from libp2p.stream_muxer.yamux.yamux import YamuxStream
 from libp2p.tools.anyio_service import background_trio_service
 from multiaddr import Multiaddr
 
 from p2pvoix.crypto.keys import SigningKey
-from p2pvoix.node._p2p_trio import _flood_own_messages
+from p2pvoix.node._p2p_trio import (
+    IDONTWANT_MIN_BYTES,
+    _flood_own_messages,
+    _idontwant_only_for_large_messages,
+)
 
 LOOPBACK = Multiaddr("/ip4/127.0.0.1/tcp/0")
 _seeds = itertools.count()
@@ -239,6 +244,105 @@ def test_flood_publishing_sends_our_own_messages_to_every_subscriber_and_forward
     other = ID(b"\x00\x04oth0")
     assert peers_to_send(iter(["room"]), other, other) == {in_mesh}
     assert peers_to_send(["elsewhere"], me, me) == set()
+
+
+def _window_updates_for_small_messages(monkeypatch, count=20):
+    """How many WINDOW_UPDATE frames a reader sends for ``count`` small messages read one by one."""
+    sent = []
+    stock_send = YamuxStream.send_window_update
+
+    async def counted(self, increment, skip_lock=False):
+        sent.append(increment)
+        await stock_send(self, increment, skip_lock)
+
+    monkeypatch.setattr(YamuxStream, "send_window_update", counted)
+
+    async def main():
+        a, b = _host(), _host()
+        got = trio.Event()
+
+        async def reader(stream):
+            for _ in range(count):
+                assert len(await stream.read(100)) == 100
+            got.set()
+
+        b.set_stream_handler("/small/1", reader)
+        async with _running(a, b):
+            await a.connect(_info(b))
+            stream = await a.new_stream(b.get_id(), ["/small/1"])
+            sent.clear()  # what connecting cost is not the question
+            for _ in range(count):
+                await stream.write(bytes(100))
+                await trio.sleep(0.005)  # each message its own frame and read
+            with trio.fail_after(5):
+                await got.wait()
+
+    trio.run(main)
+    return len(sent)
+
+
+def test_yamux_sends_a_window_update_after_every_read(monkeypatch):
+    ours = YamuxStream._auto_tune_and_send_window_update
+    monkeypatch.setattr(YamuxStream, "_auto_tune_and_send_window_update", ours.stock)
+    assert _window_updates_for_small_messages(monkeypatch) >= 20
+
+
+def test_our_yamux_streams_release_credit_only_once_half_the_window_is_read(monkeypatch):
+    """Work-around 15 (``_release_window_by_halves``): 2 KB read, no update; then a large
+    transfer still flows (credit is released, the sender never stalls)."""
+    assert _window_updates_for_small_messages(monkeypatch) == 0
+
+    async def main():
+        a, b = _host(), _host()
+        total = 2 * 1024 * 1024  # eight windows
+        received = []
+
+        async def reader(stream):
+            while sum(received) < total:
+                received.append(len(await stream.read(65536)))
+
+        b.set_stream_handler("/bulk/1", reader)
+        async with _running(a, b):
+            await a.connect(_info(b))
+            stream = await a.new_stream(b.get_id(), ["/bulk/1"])
+            with trio.fail_after(20):
+                for _ in range(total // 65536):
+                    await stream.write(bytes(65536))
+                while sum(received) < total:
+                    await trio.sleep(0.01)
+
+    trio.run(main)
+
+
+def test_gossipsub_sends_idontwant_to_every_mesh_peer_for_every_message():
+    router, me, in_mesh, _outside = _router_with_a_thin_mesh()
+    router.peer_protocol[in_mesh] = PROTOCOL_ID_V12
+    sent = []
+
+    async def emit(msg_ids, to_peer):
+        sent.append(to_peer)
+
+    router.emit_idontwant = emit
+    trio.run(router._emit_idontwant_for_message, b"id", ["room"])
+    assert sent == [in_mesh]
+
+
+def test_idontwant_goes_only_for_messages_of_a_kilobyte_or_more():
+    """Work-around 16 (``_idontwant_only_for_large_messages``)."""
+    router, me, in_mesh, _outside = _router_with_a_thin_mesh()
+    router.peer_protocol[in_mesh] = PROTOCOL_ID_V12
+    sent = []
+
+    async def emit(msg_ids, to_peer):
+        sent.append(msg_ids)
+
+    router.emit_idontwant = emit
+    router._emit_idontwant_for_message = _idontwant_only_for_large_messages(router)
+    for seqno, size in ((b"1", 100), (b"2", IDONTWANT_MIN_BYTES - 1), (b"3", IDONTWANT_MIN_BYTES)):
+        message = rpc_pb2.Message(from_id=b"peer", seqno=seqno, data=bytes(size), topicIDs=["room"])
+        router.mcache.put(message)
+        trio.run(router._emit_idontwant_for_message, b"peer" + seqno, ["room"])
+    assert sent == [[b"peer3"]]
 
 
 def test_peer_queues_and_subscriptions_hold_32_and_drop_the_rest():
