@@ -58,9 +58,10 @@ from p2pvoix.session import signalling, submit, sync
 from p2pvoix.session.events import ActionRefused, Joined, Left, Notice, SessionEvent
 from p2pvoix.session.media import AudioSettings, MediaPlane
 from p2pvoix.session.presence import (
+    LIVES_FOR_REFRESHES,
     PRESENCE,
-    REFRESH_MS,
     Roster,
+    refresh_ms,
     sign_presence,
     verify_presence,
 )
@@ -608,10 +609,16 @@ class RoomSession:
 
     # ---- periodic work ----
 
+    def _refresh_ms(self) -> int:
+        audience = sum(1 for p in self.roster.present()
+                       if self.log.state.role_of(p.identity) not in STAGE)
+        return refresh_ms(audience, self.role in STAGE)
+
     def _my_presence(self):  # type: ignore[no-untyped-def]
         return sign_presence(self.node.identity.key, self.room.raw, name=self.name,
                              now_ms=self.node.now_ms(), addrs=tuple(self.node.addrs()[:8]),
-                             relay_slots=self.media.slots, reach=self.node.reach, turn=self._turn)
+                             relay_slots=self.media.slots, reach=self.node.reach, turn=self._turn,
+                             ttl_ms=self._refresh_ms() * LIVES_FOR_REFRESHES)
 
     async def _presence_loop(self) -> None:
         # A newcomer's first records may precede its gossip mesh: repeat them soon, then rarely.
@@ -621,7 +628,8 @@ class RoomSession:
         while True:
             # Also at once when our addresses change (behind a NAT: a relayed address to share).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.node.addresses_changed().wait(), REFRESH_MS / 1000)
+                await asyncio.wait_for(self.node.addresses_changed().wait(),
+                                       self._refresh_ms() / 1000)
             await self._publish(self._my_presence().envelope.encoded)
 
     async def _maintenance_loop(self) -> None:

@@ -9,10 +9,13 @@ from p2pvoix.crypto.keys import SigningKey
 from p2pvoix.errors import Rejected
 from p2pvoix.session import signalling, submit, sync
 from p2pvoix.session.presence import (
+    MAX_REFRESH_MS,
+    REFRESH_MS,
     ParticipantJoined,
     ParticipantLeft,
     ParticipantUpdated,
     Roster,
+    refresh_ms,
     sign_presence,
     verify_presence,
 )
@@ -41,6 +44,23 @@ def test_roster_joins_updates_leaves_and_expires():
     assert roster.update(presence(MALLORY, t=T)) == [ParticipantJoined(MALLORY.public, "Alice")]
     assert [e.reason for e in roster.expire(T + 30_000)] == ["timeout"]
     assert len(roster) == 0
+
+
+def test_a_large_audience_refreshes_its_presence_less_often_and_the_stage_never_does():
+    assert refresh_ms(0, on_stage=False) == refresh_ms(50, on_stage=False) == REFRESH_MS
+    assert refresh_ms(200, on_stage=False) == 40_000  # the room: ~5 records a second
+    assert refresh_ms(8_000, on_stage=False) == MAX_REFRESH_MS
+    assert refresh_ms(8_000, on_stage=True) == REFRESH_MS  # a silent sequencer is noticed
+    # A record signed with three refreshes of ttl outlives the longest wait.
+    assert 3 * MAX_REFRESH_MS <= 600_000  # the schema's cap on ttl
+
+
+def test_a_goodbye_outlives_every_here_record_signed_before_it():
+    roster = Roster(ROOM, me=BOB.public)
+    long_lived = presence(t=T, ttl_ms=3 * MAX_REFRESH_MS)
+    assert roster.update(presence(t=T + 1, here=False)) == []
+    roster.expire(T + 3 * MAX_REFRESH_MS - 1)
+    assert roster.update(long_lived) == []  # still before the goodbye: refused
 
 
 def test_presence_rejections():
