@@ -143,14 +143,18 @@ def test_a_room_hosted_behind_one_nat_is_heard_behind_two_others_by_relay_and_ho
         punched = status["media"]["links"]["paths"].get(host_status["me"])
         after = next(iter(status["media"]["engine"]["streams"].values()))
         played = after["played"] + after["fec"] - before["played"] - before["fec"]
+        assert punched is not None and punched.split("/")[1] in ("srflx", "prflx"), punched
+        # Their libp2p connection went through the relay's circuit; DCUtR punched it direct (it
+        # tries every 2 s, three times at most: under load the first attempt may miss).
+        deadline = time.monotonic() + 15
+        while (signalling := status_of(youssef)["signalling"]).get(host_status["me"]) != "direct":
+            assert time.monotonic() < deadline, signalling
+            time.sleep(0.5)
         LAB_REPORT.append(("the same room, listener behind port-preserving NAT C",
                            f"Amina nat, Youssef {status['reachability']['reach']}",
-                           f"hole-punched to Amina (ICE {punched}); signalling "
-                           f"{status['signalling'].get(host_status['me'])}",
+                           f"hole-punched to Amina (ICE {punched}); signalling direct "
+                           f"{time.monotonic() - punched_from:.0f} s after she fed him",
                            f"{played} frames played in 3 s"))
-        assert punched is not None and punched.split("/")[1] in ("srflx", "prflx"), punched
-        # Their libp2p connection went through the relay's circuit; DCUtR punched it direct.
-        assert status["signalling"].get(host_status["me"]) == "direct", status["signalling"]
         assert played >= 3.0 * 50 * 0.9, (before, after)
         for listener in (zineb, youssef):
             listener.send({"cmd": "leave"})
