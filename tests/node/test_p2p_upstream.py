@@ -314,35 +314,35 @@ def test_our_yamux_streams_release_credit_only_once_half_the_window_is_read(monk
     trio.run(main)
 
 
-def test_gossipsub_sends_idontwant_to_every_mesh_peer_for_every_message():
-    router, me, in_mesh, _outside = _router_with_a_thin_mesh()
+def _router_recording_idontwant():
+    """A router with one gossipsub 1.2 peer in its mesh; returns it, that peer and the list of
+    (message ids, peer) of the IDONTWANTs it sends."""
+    router, _me, in_mesh, _outside = _router_with_a_thin_mesh()
     router.peer_protocol[in_mesh] = PROTOCOL_ID_V12
     sent = []
 
     async def emit(msg_ids, to_peer):
-        sent.append(to_peer)
+        sent.append((msg_ids, to_peer))
 
     router.emit_idontwant = emit
+    return router, in_mesh, sent
+
+
+def test_gossipsub_sends_idontwant_to_every_mesh_peer_for_every_message():
+    router, in_mesh, sent = _router_recording_idontwant()
     trio.run(router._emit_idontwant_for_message, b"id", ["room"])
-    assert sent == [in_mesh]
+    assert sent == [([b"id"], in_mesh)]
 
 
 def test_idontwant_goes_only_for_messages_of_a_kilobyte_or_more():
     """Work-around 16 (``_idontwant_only_for_large_messages``)."""
-    router, me, in_mesh, _outside = _router_with_a_thin_mesh()
-    router.peer_protocol[in_mesh] = PROTOCOL_ID_V12
-    sent = []
-
-    async def emit(msg_ids, to_peer):
-        sent.append(msg_ids)
-
-    router.emit_idontwant = emit
+    router, in_mesh, sent = _router_recording_idontwant()
     router._emit_idontwant_for_message = _idontwant_only_for_large_messages(router)
     for seqno, size in ((b"1", 100), (b"2", IDONTWANT_MIN_BYTES - 1), (b"3", IDONTWANT_MIN_BYTES)):
         message = rpc_pb2.Message(from_id=b"peer", seqno=seqno, data=bytes(size), topicIDs=["room"])
         router.mcache.put(message)
         trio.run(router._emit_idontwant_for_message, b"peer" + seqno, ["room"])
-    assert sent == [[b"peer3"]]
+    assert sent == [([b"peer3"], in_mesh)]
 
 
 def test_peer_queues_and_subscriptions_hold_32_and_drop_the_rest():
