@@ -13,8 +13,8 @@ rules, in order:
    at the measured bytes per child. Without one, congestion is inferred: if children report loss
    (RTCP receiver reports; ``children_loss``) above ``LOSS_THRESHOLD``, the node takes its
    current number of children minus one as the limit (multiplicative decrease, like TCP), keeps
-   lowering it while they lose more than ``SETTLED_LOSS``, and only grows again, one slot per quiet period, after ``GROW_AFTER_MS`` without loss (additive
-   increase).
+   lowering it while they lose more than ``SETTLED_LOSS``, and only grows again, one slot per
+   quiet period, after ``GROW_AFTER_MS`` without loss (additive increase).
 5. The answer moves by hysteresis: it drops at once (never feed more than we can) but rises at most
    one slot per sample, so the plan is not churned by noise.
 """
