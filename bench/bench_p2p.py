@@ -1,7 +1,7 @@
 """libp2p adapter figures on loopback: connect (with and without the dial work-around), bridge
 overhead, request round trip, gossip latency over 1 and 4 hops, DHT put/get at 20 and 50 nodes,
-and the libp2p thread's CPU per small gossip message with our yamux and IDONTWANT work-arounds
-(15, 16 in ``node/_p2p_trio.py``) against py-libp2p's stock behaviour, in the same run.
+and the libp2p thread's CPU per small gossip message with our IDONTWANT work-around (15 in
+``node/_p2p_trio.py``) against py-libp2p's stock behaviour, in the same run.
 
 Every node runs in one portal's trio thread, as in the app; times are seen from asyncio.
 """
@@ -14,8 +14,6 @@ import itertools
 import random
 import statistics
 import time
-
-from libp2p.stream_muxer.yamux.yamux import YamuxStream
 
 from bench._common import thread_cpu_seconds
 from p2pvoix.crypto.keys import SigningKey
@@ -146,43 +144,39 @@ PRESENCE_BYTES = 400  # a room presence record is about this size
 
 
 async def _gossip_cpu(portal: Portal, messages: int, stock: bool) -> tuple[float, float]:
-    """Libp2p-thread CPU milliseconds per message delivered (and the share delivered), ``messages`` presence-sized messages
-    published round-robin by ``GOSSIP_CPU_NODES`` nodes (a random graph, three links each)."""
-    ours = YamuxStream._auto_tune_and_send_window_update
+    """Libp2p-thread CPU milliseconds per message delivered (and the share delivered),
+    ``messages`` presence-sized messages published round-robin by ``GOSSIP_CPU_NODES`` nodes (a
+    random graph, three links each). ``stock``: py-libp2p's own IDONTWANT for every message."""
+    nodes = await _nodes(portal, GOSSIP_CPU_NODES)
+    rng = random.Random(7)
+    for i, node in enumerate(nodes[1:], 1):
+        for other in rng.sample(nodes[:i], min(i, 3)):
+            await node.connect(other.addrs()[0])
     if stock:
-        YamuxStream._auto_tune_and_send_window_update = ours.stock  # type: ignore[attr-defined]
-    try:
-        nodes = await _nodes(portal, GOSSIP_CPU_NODES)
-        rng = random.Random(7)
-        for i, node in enumerate(nodes[1:], 1):
-            for other in rng.sample(nodes[:i], min(i, 3)):
-                await node.connect(other.addrs()[0])
-        if stock:
-            for node in nodes:
-                router = node._stack._gossipsub  # type: ignore[union-attr]
-                router._emit_idontwant_for_message = type(router)._emit_idontwant_for_message.__get__(router)
-        delivered = 0
-
-        async def count(data: bytes, origin: str) -> None:
-            nonlocal delivered
-            delivered += 1
-
         for node in nodes:
-            await node.subscribe("cpu", lambda d, o: True, count)
-        await asyncio.sleep(3)  # meshes form over a few heartbeats
-        before = thread_cpu_seconds().get("libp2p", 0.0)
-        expected = messages * (len(nodes) - 1)
-        for i in range(messages):
-            await nodes[i % len(nodes)].publish("cpu", i.to_bytes(4, "big") + bytes(PRESENCE_BYTES))
-            await asyncio.sleep(0.01)
-        deadline = time.monotonic() + 10
-        while delivered < expected and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        spent = thread_cpu_seconds().get("libp2p", 0.0) - before
-        await _stop(nodes)
-        return round(spent * 1000 / max(1, delivered), 3), round(delivered / expected, 4)
-    finally:
-        YamuxStream._auto_tune_and_send_window_update = ours  # type: ignore[method-assign]
+            router = node._stack._gossipsub  # type: ignore[union-attr]
+            stock_emit = type(router)._emit_idontwant_for_message
+            router._emit_idontwant_for_message = stock_emit.__get__(router)
+    delivered = 0
+
+    async def count(data: bytes, origin: str) -> None:
+        nonlocal delivered
+        delivered += 1
+
+    for node in nodes:
+        await node.subscribe("cpu", lambda d, o: True, count)
+    await asyncio.sleep(3)  # meshes form over a few heartbeats
+    before = thread_cpu_seconds().get("libp2p", 0.0)
+    expected = messages * (len(nodes) - 1)
+    for i in range(messages):
+        await nodes[i % len(nodes)].publish("cpu", i.to_bytes(4, "big") + bytes(PRESENCE_BYTES))
+        await asyncio.sleep(0.01)
+    deadline = time.monotonic() + 10
+    while delivered < expected and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    spent = thread_cpu_seconds().get("libp2p", 0.0) - before
+    await _stop(nodes)
+    return round(spent * 1000 / max(1, delivered), 3), round(delivered / expected, 4)
 
 
 async def _dht_times(portal: Portal, n: int, rounds: int) -> tuple[list[float], list[float]]:
@@ -269,8 +263,8 @@ def main(quick: bool) -> dict:
     )
     stock = figures["gossip_cpu_stock_ms_per_delivery"]
     ours = figures["gossip_cpu_ms_per_delivery"]
-    print(f"gossip: {stock / ours:.2f}x less libp2p CPU per small message delivered with the yamux"
-          f" and IDONTWANT work-arounds ({stock} -> {ours} ms)")
+    print(f"gossip: {stock / ours:.2f}x less libp2p CPU per small message delivered with the"
+          f" IDONTWANT work-around ({stock} -> {ours} ms)")
     return figures
 
 

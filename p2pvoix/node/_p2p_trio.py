@@ -49,11 +49,7 @@ upstream changes the behaviour:
     most runs of 20 nodes lost the end somewhere. Gossipsub v1.1 "flood publishing" (go-libp2p's
     default) sends a node's own messages to every peer subscribed to the topic;
     ``_flood_own_messages`` does that. Forwarded messages still follow the mesh.
-15. Yamux sends a WINDOW_UPDATE frame after every read that returned data (and credits twice
-    what was read), so every small message (a gossip RPC, a request) costs a second frame each
-    way: a fifth of the libp2p thread's time in a 30-listener room. go-yamux releases credit once
-    half the window is consumed; ``_release_window_by_halves`` does the same.
-16. Gossipsub 1.2 sends an IDONTWANT, as an RPC of its own carrying our signed peer record, to
+15. Gossipsub 1.2 sends an IDONTWANT, as an RPC of its own carrying our signed peer record, to
     every mesh peer for every message received, however small. go-libp2p sends it only for
     messages of 1 KiB or more (``IDONTWANT_MIN_BYTES``), where it saves more than it costs;
     ``_idontwant_only_for_large_messages``.
@@ -99,7 +95,6 @@ from libp2p.request_response import (
     RequestResponseConfig,
     RequestTimeoutError,
 )
-from libp2p.stream_muxer.yamux.yamux import YamuxStream
 from libp2p.tools.anyio_service import background_trio_service
 from multiaddr.utils import get_network_addrs, is_link_local_ip
 
@@ -146,28 +141,6 @@ def _remember_verified_records() -> None:
 
 _remember_verified_records()
 
-
-def _release_window_by_halves() -> None:
-    """Work-around 15: release a yamux stream's receive credit once half its window is read."""
-    if getattr(YamuxStream._auto_tune_and_send_window_update, "p2pvoix_halves", False):
-        return
-
-    async def release_by_halves(self: YamuxStream, *, bytes_read: int = 0) -> None:
-        credit = 0
-        async with self.window_lock:
-            self._pending_recv_release += bytes_read
-            if self._pending_recv_release >= self.target_recv_window // 2:
-                credit, self._pending_recv_release = self._pending_recv_release, 0
-                self.recv_window += credit
-        if credit:
-            await self.send_window_update(credit, skip_lock=True)
-
-    release_by_halves.p2pvoix_halves = True  # type: ignore[attr-defined]
-    release_by_halves.stock = YamuxStream._auto_tune_and_send_window_update  # type: ignore[attr-defined]
-    YamuxStream._auto_tune_and_send_window_update = release_by_halves  # type: ignore[method-assign]
-
-
-_release_window_by_halves()
 
 if not os.environ.get("LIBP2P_DEBUG"):
     # libp2p leaves its logger without handlers, so warnings reach stderr via logging.lastResort.
@@ -903,7 +876,7 @@ def _flood_own_messages(gossipsub: GossipSub, me: ID) -> Callable[..., Any]:
 
 
 def _idontwant_only_for_large_messages(gossipsub: GossipSub) -> Callable[..., Awaitable[None]]:
-    """Work-around 16: IDONTWANT only for messages of ``IDONTWANT_MIN_BYTES`` or more. The router
+    """Work-around 15: IDONTWANT only for messages of ``IDONTWANT_MIN_BYTES`` or more. The router
     has put the message in its cache before it announces it, so its size is known there."""
     original = gossipsub._emit_idontwant_for_message
 

@@ -36,7 +36,6 @@ from libp2p.request_response import (
     RequestResponseConfig,
     RequestTimeoutError,
 )
-from libp2p.stream_muxer.yamux.yamux import YamuxStream
 from libp2p.tools.anyio_service import background_trio_service
 from multiaddr import Multiaddr
 
@@ -246,74 +245,6 @@ def test_flood_publishing_sends_our_own_messages_to_every_subscriber_and_forward
     assert peers_to_send(["elsewhere"], me, me) == set()
 
 
-def _window_updates_for_small_messages(monkeypatch, count=20):
-    """How many WINDOW_UPDATE frames a reader sends for ``count`` small messages read one by one."""
-    sent = []
-    stock_send = YamuxStream.send_window_update
-
-    async def counted(self, increment, skip_lock=False):
-        sent.append(increment)
-        await stock_send(self, increment, skip_lock)
-
-    monkeypatch.setattr(YamuxStream, "send_window_update", counted)
-
-    async def main():
-        a, b = _host(), _host()
-        got = trio.Event()
-
-        async def reader(stream):
-            for _ in range(count):
-                assert len(await stream.read(100)) == 100
-            got.set()
-
-        b.set_stream_handler("/small/1", reader)
-        async with _running(a, b):
-            await a.connect(_info(b))
-            stream = await a.new_stream(b.get_id(), ["/small/1"])
-            sent.clear()  # what connecting cost is not the question
-            for _ in range(count):
-                await stream.write(bytes(100))
-                await trio.sleep(0.005)  # each message its own frame and read
-            with trio.fail_after(5):
-                await got.wait()
-
-    trio.run(main)
-    return len(sent)
-
-
-def test_yamux_sends_a_window_update_after_every_read(monkeypatch):
-    ours = YamuxStream._auto_tune_and_send_window_update
-    monkeypatch.setattr(YamuxStream, "_auto_tune_and_send_window_update", ours.stock)
-    assert _window_updates_for_small_messages(monkeypatch) >= 20
-
-
-def test_our_yamux_streams_release_credit_only_once_half_the_window_is_read(monkeypatch):
-    """Work-around 15 (``_release_window_by_halves``): 2 KB read, no update; then a large
-    transfer still flows (credit is released, the sender never stalls)."""
-    assert _window_updates_for_small_messages(monkeypatch) == 0
-
-    async def main():
-        a, b = _host(), _host()
-        total = 2 * 1024 * 1024  # eight windows
-        received = []
-
-        async def reader(stream):
-            while sum(received) < total:
-                received.append(len(await stream.read(65536)))
-
-        b.set_stream_handler("/bulk/1", reader)
-        async with _running(a, b):
-            await a.connect(_info(b))
-            stream = await a.new_stream(b.get_id(), ["/bulk/1"])
-            with trio.fail_after(20):
-                for _ in range(total // 65536):
-                    await stream.write(bytes(65536))
-                while sum(received) < total:
-                    await trio.sleep(0.01)
-
-    trio.run(main)
-
-
 def _router_recording_idontwant():
     """A router with one gossipsub 1.2 peer in its mesh; returns it, that peer and the list of
     (message ids, peer) of the IDONTWANTs it sends."""
@@ -335,7 +266,7 @@ def test_gossipsub_sends_idontwant_to_every_mesh_peer_for_every_message():
 
 
 def test_idontwant_goes_only_for_messages_of_a_kilobyte_or_more():
-    """Work-around 16 (``_idontwant_only_for_large_messages``)."""
+    """Work-around 15 (``_idontwant_only_for_large_messages``)."""
     router, in_mesh, sent = _router_recording_idontwant()
     router._emit_idontwant_for_message = _idontwant_only_for_large_messages(router)
     for seqno, size in ((b"1", 100), (b"2", IDONTWANT_MIN_BYTES - 1), (b"3", IDONTWANT_MIN_BYTES)):
