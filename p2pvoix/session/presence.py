@@ -21,8 +21,9 @@ TTL_MS = 30_000
 MAX_CLOCK_SKEW_MS = 30_000
 # Every member's refresh reaches every member: a room of N refreshing every 10 s makes each node
 # verify N/10 records a second (20 at 200 listeners, 800 at 8,000). The audience spaces its
-# refreshes so that the room's total stays near one record per AUDIENCE_SPACING_MS...
-AUDIENCE_SPACING_MS = 200
+# refreshes so that the room's total stays near one record per AUDIENCE_SPACING_MS (each arrives
+# about three times, as gossip duplicates; docs/protocol/session.md §3)...
+AUDIENCE_SPACING_MS = 500
 MAX_REFRESH_MS = 200_000  # ... up to this: a record's ttl is three refreshes, at most 600 s
 LIVES_FOR_REFRESHES = 3
 
