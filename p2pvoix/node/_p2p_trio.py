@@ -43,8 +43,8 @@ upstream changes the behaviour:
     CPU. Verified records are remembered by their exact bytes (``_remember_verified_records``),
     so each distinct record is verified once; a changed or forged record is still verified.
 14. A node sends its own messages only to its mesh peers. A node whose peers are all hubs
-    (bootstrap nodes, a room's host: every newcomer grafts them, they prune down to 6 and
-    refuse a regraft for 60 s) keeps an empty mesh, and a one-shot message (a room's end) missed
+    (bootstrap nodes, a room's host: every newcomer grafts them, they prune down to the mesh
+    degree and refuse a regraft for 60 s) keeps an empty mesh, and a one-shot message (a room's end) missed
     it unless heartbeat gossip (IHAVE to 6 random non-mesh peers) happened to pick it: under load,
     most runs of 20 nodes lost the end somewhere. Gossipsub v1.1 "flood publishing" (go-libp2p's
     default) sends a node's own messages to every peer subscribed to the topic;
@@ -53,6 +53,11 @@ upstream changes the behaviour:
     every mesh peer for every message received, however small. go-libp2p sends it only for
     messages of 1 KiB or more (``IDONTWANT_MIN_BYTES``), where it saves more than it costs;
     ``_idontwant_only_for_large_messages``.
+16. Before every pubsub RPC it sends, the router rebuilds the host's address list (multiaddrs
+    parsed from strings) to check that its cached signed peer record still matches, then
+    re-serialises the record: a twentieth of a listener's CPU in a 40-listener room. The record
+    is reused for ``RECORD_REUSE_S`` before the addresses are looked at again
+    (``_reuse_signed_peer_record``); a changed address still reaches peers within that time.
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ import contextvars
 import logging
 import os
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -76,6 +82,8 @@ from libp2p.kad_dht.common import ALPHA, QUERY_TIMEOUT
 from libp2p.network.config import ConnectionConfig
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import InvalidAddrError, info_from_p2p_addr
+from libp2p.pubsub import gossipsub as libp2p_gossipsub_module
+from libp2p.pubsub import pubsub as libp2p_pubsub_module
 from libp2p.pubsub import utils as libp2p_pubsub_utils
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
 from libp2p.pubsub.pb import rpc_pb2
@@ -142,6 +150,32 @@ def _remember_verified_records() -> None:
 _remember_verified_records()
 
 
+def _reuse_signed_peer_record() -> None:
+    """Work-around 16: the pubsub layer reuses the host's signed peer record for
+    ``RECORD_REUSE_S`` instead of checking its addresses before every RPC."""
+    stock = libp2p_pubsub_module.env_to_send_in_RPC
+    if getattr(stock, "p2pvoix_reuse", False):
+        return
+    held: weakref.WeakKeyDictionary[IHost, tuple[float, bytes]] = weakref.WeakKeyDictionary()
+
+    def reused_record(host: IHost) -> tuple[bytes, bool]:
+        now = time.monotonic()
+        cached = held.get(host)
+        if cached is not None and now - cached[0] < RECORD_REUSE_S:
+            return cached[1], False
+        record, created = stock(host)
+        held[host] = (now, record)
+        return record, created
+
+    reused_record.p2pvoix_reuse = True  # type: ignore[attr-defined]
+    reused_record.stock = stock  # type: ignore[attr-defined]
+    libp2p_pubsub_module.env_to_send_in_RPC = reused_record
+    libp2p_gossipsub_module.env_to_send_in_RPC = reused_record
+
+
+_reuse_signed_peer_record()
+
+
 if not os.environ.get("LIBP2P_DEBUG"):
     # libp2p leaves its logger without handlers, so warnings reach stderr via logging.lastResort.
     _libp2p_logger = logging.getLogger("libp2p")
@@ -151,7 +185,10 @@ if not os.environ.get("LIBP2P_DEBUG"):
 logger = logging.getLogger(__name__)
 
 GOSSIP_PROTOCOLS = [PROTOCOL_ID_V12, PROTOCOL_ID_V11, PROTOCOL_ID]
-GOSSIP_DEGREE, GOSSIP_DEGREE_LOW, GOSSIP_DEGREE_HIGH = 6, 4, 12
+# Every gossip message reaches a node from about as many mesh peers as had it first: 4 (not the
+# usual 6) keeps the duplicates near three, which a room's listeners pay for in CPU; own
+# messages are flooded anyway (work-around 14), so reach does not hang on the mesh alone.
+GOSSIP_DEGREE, GOSSIP_DEGREE_LOW, GOSSIP_DEGREE_HIGH = 4, 3, 8
 GOSSIP_HEARTBEAT = 1  # seconds; the library default of 120 s leaves meshes unrepaired
 IDONTWANT_MIN_BYTES = 1024  # go-libp2p's IDontWantMessageThreshold
 QUEUE_HEADROOM = 8  # publish waits while a peer's outbound queue has fewer free slots
@@ -159,6 +196,7 @@ PUBLISH_WAIT = 2.0  # ...but no longer than this; a drop after that is counted
 IDENTIFY_WAIT = 10.0  # give up adding a peer to the routing table after this
 CLOSE_TIMEOUT = 5.0
 VERIFIED_RECORDS = 4096  # distinct signed peer records remembered as verified
+RECORD_REUSE_S = 1.0  # our signed peer record goes out unchecked for this long
 # Circuit relay v2, as a hop (p2pvoix node/relay) offers it to nodes behind NATs. Circuits carry
 # signalling and gossip, never audio (that goes over WebRTC), so a few MiB last hours; no time
 # limit (py-libp2p's default cuts every circuit after an hour, mid-room).

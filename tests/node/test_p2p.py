@@ -755,3 +755,26 @@ def test_each_distinct_peer_record_is_verified_once_and_forgeries_still_fail(mon
     forged[-3] ^= 1
     rpc.senderRecord = bytes(forged)
     assert not utils.maybe_consume_signed_record(rpc, host, host.get_id())
+
+
+def test_our_peer_record_is_reused_for_a_second_before_the_addresses_are_checked(monkeypatch):
+    from libp2p.pubsub import gossipsub as gossipsub_module
+    from libp2p.pubsub import pubsub as pubsub_module
+
+    from p2pvoix.node import _p2p_trio
+    from tests.node.test_p2p_upstream import _counting_get_addrs, _host
+
+    reuse = pubsub_module.env_to_send_in_RPC
+    assert getattr(reuse, "p2pvoix_reuse", False) and gossipsub_module.env_to_send_in_RPC is reuse
+    now = [1000.0]
+    monkeypatch.setattr(_p2p_trio.time, "monotonic", lambda: now[0])
+    host = _host()
+    calls = _counting_get_addrs(monkeypatch, host)
+    first = reuse(host)[0]
+    assert [reuse(host)[0] for _ in range(5)] == [first] * 5
+    assert len(calls) == 1
+    now[0] += _p2p_trio.RECORD_REUSE_S
+    assert reuse(host)[0] == first and len(calls) == 2  # looked at again: unchanged, same record
+    # Another host gets its own record, never ours.
+    other = _host()
+    assert reuse(other)[0] != first

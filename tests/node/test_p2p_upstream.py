@@ -452,6 +452,35 @@ def test_every_pubsub_rpc_verifies_the_senders_peer_record_again(monkeypatch):
     assert len(calls) == 3  # the same record, verified on every RPC
 
 
+def _counting_get_addrs(monkeypatch, host):
+    calls = []
+    original = host.get_addrs
+
+    def counting():
+        calls.append(1)
+        return original()
+
+    monkeypatch.setattr(host, "get_addrs", counting)
+    return calls
+
+
+def test_every_pubsub_rpc_rebuilds_the_address_list_to_check_our_peer_record(monkeypatch):
+    """Work-around 16 replaces ``env_to_send_in_RPC`` where the pubsub layer looks it up at call
+    time: the module globals of ``pubsub`` and ``gossipsub``, read by these functions."""
+    from libp2p.peer.peerstore import env_to_send_in_RPC
+    from libp2p.pubsub import gossipsub as gossipsub_module
+
+    for function in (Pubsub.get_hello_packet, GossipSub.publish, GossipSub.handle_iwant,
+                     GossipSub.emit_control_message):
+        assert "env_to_send_in_RPC" in function.__code__.co_names, function.__qualname__
+    assert hasattr(pubsub_module, "env_to_send_in_RPC")
+    assert hasattr(gossipsub_module, "env_to_send_in_RPC")
+    host = _host()
+    calls = _counting_get_addrs(monkeypatch, host)
+    records = {env_to_send_in_RPC(host)[0] for _ in range(3)}
+    assert len(calls) == 3 and len(records) == 1  # the same record, checked for every RPC
+
+
 def test_a_connections_remote_address_is_on_its_muxed_connection():
     """``TrioStack.remote_address`` (dial-back, ``p2pvoix/reach``) reads the observed address
     from ``INetConn.muxed_conn.get_remote_address()``."""
