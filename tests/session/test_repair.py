@@ -187,3 +187,32 @@ async def test_a_promoted_listener_drops_the_links_it_opened_to_be_fed(tmp_path)
         await lab.promote(host, y)
         await lab.until(lambda: y.me not in x.media.links.links(), 5)
         assert x.media.children() == 0  # its slot is free again
+
+
+async def test_a_listener_whose_parent_and_backup_die_together_is_fed_again_soon(tmp_path):
+    """No standby to fail over to: the listener reports its parent, the sequencer's probe fails
+    and the plan moves it on. The two relays hang from a third, so the sequencer does not see
+    them die itself. (About 3 s here; the 2 s goal is for orphans with a live standby.)"""
+    async with Lab(tmp_path) as lab:
+        host = await lab.host("host", 440, capacity=slots(1))
+        top = await lab.join("relay0", None, record=False, capacity=slots(2))
+        await lab.until(lambda: top.media.parent == host.me and top.media.links.is_up(host.me), 15)
+        relays = [await lab.join(f"relay{i}", None, record=False, capacity=slots(2))
+                  for i in (1, 2)]
+        await lab.until(lambda: all(r.media.parent == top.me for r in relays), 15)
+        listener = await lab.join("listener", None, capacity=slots(0))
+        await lab.until(lambda: lab.logs[listener].last(host.me) is not None, 15)
+        await lab.until(lambda: {listener.media.parent, listener.media._backup}
+                        == {r.me for r in relays}
+                        and listener.media.links.is_up(listener.media._backup), 15)
+        await asyncio.sleep(1.0)
+
+        await asyncio.gather(*(kill_abruptly(r) for r in relays))
+        killed = time.monotonic()
+        await lab.until(lambda: (lab.logs[listener].first_after(host.me, killed + 0.1)
+                                 is not None), 20)
+        back = lab.logs[listener].first_after(host.me, killed + 0.1) - killed
+        # Loss noticed (~1.2 s), the probe fails (1.5 s), a new link to relay0.
+        assert back <= 6.0, f"audio came back {back:.2f} s after parent and backup died"
+        assert listener.plan.assignment is not None
+        assert listener.plan.assignment.parent == top.me
