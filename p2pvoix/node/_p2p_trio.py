@@ -44,9 +44,9 @@ upstream changes the behaviour:
     so each distinct record is verified once; a changed or forged record is still verified.
 14. A node sends its own messages only to its mesh peers. A node whose peers are all hubs
     (bootstrap nodes, a room's host: every newcomer grafts them, they prune down to the mesh
-    degree and refuse a regraft for 60 s) keeps an empty mesh, and a one-shot message (a room's end) missed
-    it unless heartbeat gossip (IHAVE to 6 random non-mesh peers) happened to pick it: under load,
-    most runs of 20 nodes lost the end somewhere. Gossipsub v1.1 "flood publishing" (go-libp2p's
+    degree and refuse a regraft for 60 s) keeps an empty mesh, and a one-shot message (a room's
+    end) missed it unless heartbeat gossip (IHAVE to 6 random non-mesh peers) happened to pick
+    it: under load, most runs of 20 nodes lost the end somewhere. Gossipsub v1.1 "flood publishing" (go-libp2p's
     default) sends a node's own messages to every peer subscribed to the topic;
     ``_flood_own_messages`` does that. Forwarded messages still follow the mesh.
 15. Gossipsub 1.2 sends an IDONTWANT, as an RPC of its own carrying our signed peer record, to
@@ -55,7 +55,7 @@ upstream changes the behaviour:
     ``_idontwant_only_for_large_messages``.
 16. Before every pubsub RPC it sends, the router rebuilds the host's address list (multiaddrs
     parsed from strings) to check that its cached signed peer record still matches, then
-    re-serialises the record: a twentieth of a listener's CPU in a 40-listener room. The record
+    re-serialises the record: 3 % or more of a listener's CPU in a 40-listener room. The record
     is reused for ``RECORD_REUSE_S`` before the addresses are looked at again
     (``_reuse_signed_peer_record``); a changed address still reaches peers within that time.
 """
