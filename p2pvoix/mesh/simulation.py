@@ -51,7 +51,12 @@ DECODE_OUTPUT_MS = 5.0  # decode (47 µs, notes-aiortc.md) and the sound device'
 MOUTH_TO_EAR_GOAL_MS = 150.0  # ITU-T G.114: one-way delay most users find transparent
 DEPTH_GOAL = 5
 
-DETECT_MS = 1500.0  # session/links.py DEAD_AFTER_S: heartbeats every 250 ms, dead after 1.5 s
+# session/links.py: a link silent for DEAD_AFTER_S (1.2 s) is dead, checked every 125 ms
+DETECT_MS = 1325.0
+# session/room.py, session/relay.py: a parent reported by one child only is evicted once a probe
+# of PROBE_TIMEOUT_S fails; by REPORT_QUORUM children, at once
+PROBE_MS = 1500.0
+REPORT_QUORUM = 2
 AIORTC_SETUP_MS = 28.6  # notes-aiortc.md: offer to "connected" on loopback (local work only)
 LIBP2P_CONNECT_RTTS = 4  # TCP 1, Noise XX 1.5, multistream-select for security and muxer 1.5
 REQUEST_RTTS = 2  # a libp2p request: stream open with protocol negotiation 1, request/reply 1
@@ -297,8 +302,9 @@ def _fail_relays(
 
     An orphan notices after ``DETECT_MS``, connects to its backup and asks the authority at the
     same time; if the new plan confirms the backup, that link is its repair, otherwise it links
-    to the parent the plan names once the answer arrives. A listener whose own parent survived
-    hears again when its parent does.
+    to the parent the plan names once the answer arrives — which waits for a failed probe
+    (``PROBE_MS``) when fewer than ``REPORT_QUORUM`` children reported the dead parent. A
+    listener whose own parent survived hears again when its parent does.
     """
     audience = [m.id for m in planner.members() if not m.stage]
     old_parent = {n: planner.parent_of(n) for n in audience}
@@ -315,6 +321,9 @@ def _fail_relays(
 
     affected = {n for n in audience if n not in dead and lost(n)}
     orphans = [n for n in affected if old_parent[n] in dead]
+    witnesses = {n: 0 for n in dead}
+    for orphan in orphans:
+        witnesses[old_parent[orphan]] += 1
     for node in sorted(dead):
         planner.leave(node)
     heard: dict[str, float] = {}
@@ -330,7 +339,9 @@ def _fail_relays(
                 at_backup += 1
                 ready = DETECT_MS + link
             else:
-                ready = DETECT_MS + REQUEST_RTTS * rtt(node, authority) + link
+                alone = witnesses.get(old_parent[node], REPORT_QUORUM) < REPORT_QUORUM
+                ready = (DETECT_MS + REQUEST_RTTS * rtt(node, authority)
+                         + (PROBE_MS if alone else 0.0) + link)
         heard[node] = max(ready, heard.get(parent, 0.0))
     times = list(heard.values())
     return {

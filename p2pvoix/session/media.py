@@ -62,7 +62,7 @@ from p2pvoix.session.links import LinkManager, SignalTransport
 
 logger = logging.getLogger(__name__)
 
-BACKUP_RETRY_S = 5.0  # a backup that refused a standby link is asked again after this
+BACKUP_RETRY_S = 5.0  # a backup that refused a standby link or went silent: asked again after
 PARENT_ATTEMPTS = 2  # failed attempts to reach the assigned parent before asking for another
 
 
@@ -109,7 +109,9 @@ class MediaPlane:
         # only after BACKUP_RETRY_S (a refusal is usually a plan in flux, a timeout a busy peer).
         self._backup_failed: tuple[PublicKey, float] | None = None
         self._preempted: set[PublicKey] = set()  # standby children being closed to free a slot
-        self.on_parent_lost: Callable[[PublicKey], None] = lambda parent: None
+        # A parent or backup of mine went silent (or keeps refusing): the session tells the
+        # sequencer, which re-plans.
+        self.on_lost: Callable[[PublicKey], None] = lambda peer: None
         # Seconds since the newest plan moved a child of mine under another parent (else None):
         # the session answers it from every plan it has seen (``plan.Placements``).
         self.moved_away: Callable[[PublicKey], float | None] = lambda child: None
@@ -214,10 +216,7 @@ class MediaPlane:
         if not self.links.is_up(parent):
             return
         backup = self._backup
-        failed = self._backup_failed
-        resting = (failed is not None and failed[0] == backup
-                   and time.monotonic() - failed[1] < BACKUP_RETRY_S)
-        if (backup is not None and backup not in (self.me, parent) and not resting
+        if (backup is not None and backup not in (self.me, parent) and not self._resting(backup)
                 and backup not in current and not self.links.connecting(backup)):
             task = self.links.connect(backup, "backup")
             if task is not None:
@@ -263,6 +262,13 @@ class MediaPlane:
         if not task.cancelled() and not task.result():
             self._backup_failed = (backup, time.monotonic())
 
+    def _resting(self, backup: PublicKey | None) -> bool:
+        """Whether ``backup`` refused our standby link or went silent less than
+        ``BACKUP_RETRY_S`` ago."""
+        failed = self._backup_failed
+        return (backup is not None and failed is not None and failed[0] == backup
+                and time.monotonic() - failed[1] < BACKUP_RETRY_S)
+
     def _parent_attempt(self, parent: PublicKey, task: asyncio.Task[bool]) -> None:
         """A parent that keeps refusing us (full, or gone) is reported, so the plan changes."""
         if task.cancelled() or task.result() or parent != self._parent:
@@ -271,7 +277,7 @@ class MediaPlane:
         self._failures[parent] = self._failures.get(parent, 0) + 1
         if self._failures[parent] >= PARENT_ATTEMPTS:
             self._failures.pop(parent, None)
-            self.on_parent_lost(parent)
+            self.on_lost(parent)
 
     def _role_for(self, peer: PublicKey) -> LinkRole | None:
         state = self._state
@@ -395,15 +401,28 @@ class MediaPlane:
         self._refresh_links()
         self.engine.remove_stream(peer.peer_id)
         self._emit(LinkDown(peer, reason))
-        if (self.mode is Mode.TREE and peer == self._parent
-                and reason not in ("moved", "leaving", "replaced", "not needed")):
+        if self.mode is not Mode.TREE or reason in ("moved", "leaving", "replaced", "not needed"):
+            return
+        if peer == self._parent:
             # Repair starts here, before the sequencer hears of it: the backup is already known.
+            backup = self._backup
             logger.info("parent %s lost (%s); backup %s, standby link %s", peer.peer_id[-6:],
-                        reason, self._backup.peer_id[-6:] if self._backup else None,
-                        "up" if self._backup and self.links.is_up(self._backup) else "not up")
-            self._parent, self._backup = self._backup, None
-            self.on_parent_lost(peer)
+                        reason, backup.peer_id[-6:] if backup else None,
+                        "up" if backup and self.links.is_up(backup) else "not up")
+            # A backup whose standby link died too is not dialed: that would only time out
+            # while the sequencer, told of both, plans a parent that is alive.
+            self._parent = None if self._resting(backup) else backup
+            self._backup = None
+            self.on_lost(peer)
             self.reconcile()
+        elif peer == self._backup and reason != "bye":
+            # The standby link went silent: this node has no fast repair until the plan names
+            # another backup, and a dead backup could later be promoted to parent (the churn
+            # bench: a child whose parent and backup died together waited 6 s). Tell the
+            # sequencer now, as for a parent.
+            logger.info("backup %s lost (%s)", peer.peer_id[-6:], reason)
+            self._backup_failed = (peer, time.monotonic())
+            self.on_lost(peer)
 
     def _on_captured(self, seq: int, packet: bytes, level_dbov: float) -> None:
         frame = wire.AudioFrame(

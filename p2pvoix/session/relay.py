@@ -4,17 +4,21 @@ Only the node that sequences the room's log runs a ``TreeCoordinator``. It feeds
 room as it is — who is present (roster), with how many slots and which reachability (their
 presence), who is on stage (the log) — and turns every ``PlanChange`` into assignments that it
 signs and publishes (``session/plan.py``). A node asking for its own assignment is planned at
-once, so a joiner does not wait for gossip. A child reporting its parent dead makes the planner
-drop that parent (the parent re-enters with its next presence if it was alive after all), and its
-orphans move to their backups, where they are already reconnecting. A report alone proves
-nothing (a child that froze was timed out by its parent and then "lost" it): the session evicts a
-reported parent only if it also fails to answer a direct probe, and never evicts a stage member.
+once, so a joiner does not wait for gossip. A child reporting its parent (or its backup) dead
+makes the planner drop that node (it re-enters with its next presence if it was alive after all),
+and its orphans move to their backups, where they are already reconnecting. One report alone
+proves nothing (a child that froze was timed out by its parent and then "lost" it): the session
+evicts on one report only if the node also fails to answer a direct probe. Two children
+reporting the same node within ``REPORT_WINDOW_MS`` are independent evidence and evict it at once:
+the probe's wait is what made a child whose parent and backup died together wait for the plan to
+promote its dead backup (6 s in the churn bench). A stage member is never evicted.
 
 Pure apart from ``publish``, which the session gives it; ``now_ms`` is an argument.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -23,6 +27,16 @@ from p2pvoix.mesh.planner import Member, PlanChange, Planner
 from p2pvoix.session.plan import Assignment, Plan, sign_plan
 
 REBALANCE_MOVES = 8  # per flush: depth improves steadily without churning the tree
+REPORT_QUORUM = 2  # children reporting the same node evict it without a probe
+REPORT_WINDOW_MS = 3_000  # a dead relay's children all time it out within ~0.3 s of each other
+
+
+class Verdict(enum.Enum):
+    """What the sequencer does with a child's report of a lost parent or backup."""
+
+    IGNORED = "ignored"  # not the child's parent or backup in the plan, or a stage member
+    PROBE = "probe"  # the first report: evict only if a direct probe fails
+    EVICTED = "evicted"  # reported by enough children: out of the plan already
 
 
 @dataclass(frozen=True)
@@ -58,12 +72,15 @@ class TreeCoordinator:
         # Parents a child reported dead: kept out of the plan until they show a newer presence
         # (a node that vanished stays in the roster until its presence expires, 30 s later).
         self._suspects: dict[PublicKey, int] = {}
+        self._reports: dict[PublicKey, dict[PublicKey, int]] = {}  # node -> {child: when}
 
     def sync(self, participants: Mapping[PublicKey, Participant]) -> None:
         """Bring the planner to ``participants``: joins, departures, slot and stage changes."""
         for who, since in list(self._suspects.items()):
             if who not in participants or participants[who].seen_ms > since:
                 del self._suspects[who]  # gone for good, or alive after all
+        for who in [who for who in self._reports if who not in participants]:
+            del self._reports[who]
         participants = {who: p for who, p in participants.items() if who not in self._suspects}
         planned = {PublicKey(node): node for node in [m.id for m in self.planner.members()]}
         for who in list(planned):
@@ -72,14 +89,25 @@ class TreeCoordinator:
         for who, person in sorted(participants.items(), key=lambda item: item[0].raw):
             self._ensure(who, person)
 
-    def is_parent_of(self, parent: PublicKey, child: PublicKey) -> bool:
-        return (child.raw in self.planner and parent.raw in self.planner
-                and not self.planner.member(parent.raw).stage
-                and self.planner.parent_of(child.raw) == parent.raw)
+    def report_lost(self, lost: PublicKey, child: PublicKey, now_ms: int) -> Verdict:
+        """``child`` says ``lost``, its parent or backup in the plan, went silent."""
+        planner = self.planner
+        if (child.raw not in planner or lost.raw not in planner or planner.member(lost.raw).stage
+                or lost.raw not in (planner.parent_of(child.raw), planner.backup_of(child.raw))):
+            return Verdict.IGNORED
+        reporters = {who: at for who, at in self._reports.get(lost, {}).items()
+                     if now_ms - at <= REPORT_WINDOW_MS}
+        reporters[child] = now_ms
+        self._reports[lost] = reporters
+        if len(reporters) < REPORT_QUORUM:
+            return Verdict.PROBE
+        self.evict(lost, now_ms)
+        return Verdict.EVICTED
 
     def evict(self, parent: PublicKey, now_ms: int) -> None:
-        """A parent was reported dead and did not answer a probe: out of the plan until it shows
-        a newer presence; its children move (to their backups first)."""
+        """A relay reported dead (by enough children, or by one and a failed probe): out of the
+        plan until it shows a newer presence; its children move (to their backups first)."""
+        self._reports.pop(parent, None)
         if parent.raw in self.planner and not self.planner.member(parent.raw).stage:
             self._suspects[parent] = now_ms
             self._apply(self.planner.leave(parent.raw))

@@ -65,7 +65,7 @@ from p2pvoix.session.presence import (
     sign_presence,
     verify_presence,
 )
-from p2pvoix.session.relay import Participant, TreeCoordinator, planning_reach
+from p2pvoix.session.relay import Participant, TreeCoordinator, Verdict, planning_reach
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ class RoomSession:
         )
         self.media.slots = self.capacity.slots
         self._advertised_reach = node.reach
-        self.media.on_parent_lost = self._parent_lost
+        self.media.on_lost = self._feeder_lost
         self.media.moved_away = lambda child: self.placements.moved_away(
             child, self.me, time.monotonic())
 
@@ -420,17 +420,22 @@ class RoomSession:
             self._emit(event)
         person = self._participant(presence.identity, presence.relay_slots, presence.reach,
                                    presence.turn, presence.time_ms)
-        if lost is not None and coordinator.is_parent_of(lost, presence.identity):
+        verdict = (coordinator.report_lost(lost, presence.identity, self.node.now_ms())
+                   if lost is not None else Verdict.IGNORED)
+        if lost is not None and verdict is Verdict.EVICTED:
+            logger.info("%s reports %s lost, as another child did: evicted", peer_id[-6:],
+                        lost.peer_id[-6:])
+        elif lost is not None and verdict is Verdict.PROBE:
             alive = await self.node.ping(lost.peer_id, timeout=PROBE_TIMEOUT_S)
-            logger.info("%s reports its parent %s lost; the probe %s", peer_id[-6:],
-                        lost.peer_id[-6:], "was answered" if alive else "failed: evicting it")
+            logger.info("%s reports %s lost; the probe %s", peer_id[-6:], lost.peer_id[-6:],
+                        "was answered" if alive else "failed: evicting it")
             if not alive:
                 coordinator.evict(lost, self.node.now_ms())
         return coordinator.request(presence.identity, person, self.node.now_ms()).encoded
 
-    def _parent_lost(self, parent: PublicKey) -> None:
+    def _feeder_lost(self, peer: PublicKey) -> None:
         if self._left is None:
-            self._tasks.spawn(self._ask_for_plan(lost=parent), "repair: ask for a parent")
+            self._tasks.spawn(self._ask_for_plan(lost=peer), "repair: ask for a new plan")
 
     def _participant(self, who: PublicKey, slots: int, reach: str, turn: bool,
                      seen_ms: int = 0) -> Participant:

@@ -10,6 +10,7 @@ import pytest
 from p2pvoix.audio.format import FRAME_MS
 from p2pvoix.mesh import simulation as sim
 from p2pvoix.mesh.capacity import UPLOAD_BUDGET
+from p2pvoix.mesh.planner import Member, Planner
 from p2pvoix.mesh.simulation import RoomModel, simulate
 
 MESH = pathlib.Path(sim.__file__).parent
@@ -99,3 +100,28 @@ def test_module_reads_no_clock_and_draws_no_randomness(name):
             imported.add(node.module.split(".")[0])
     forbidden = {"time", "os", "random", "secrets", "socket", "threading", "datetime", "asyncio"}
     assert not imported & forbidden
+
+
+def _repair_of(children: int) -> dict:
+    """A stage node with one slot feeding relay ``r``, which feeds ``children`` listeners that
+    can each feed one more: ``r`` dies."""
+    planner = Planner()
+    planner.join(Member("s", slots=1, reach="public", stage=True))
+    planner.join(Member("r", slots=children, reach="public"))
+    for i in range(children):
+        planner.join(Member(f"l{i}", slots=1, reach="public"))
+    assert planner.children_of("r") == tuple(f"l{i}" for i in range(children))
+    return sim._fail_relays(planner, RoomModel(listeners=children, failed_share=1.0),
+                            random.Random(1), lambda a, b: 10.0, authority="s")
+
+
+def test_an_orphan_that_alone_reports_its_dead_parent_waits_for_the_probe():
+    link = sim.LINK_RTTS * 10.0 + sim.AIORTC_SETUP_MS
+    alone, witnessed = _repair_of(1), _repair_of(2)
+    assert alone["orphans"] == 1 and witnessed["orphans"] == 2
+    assert alone["repair_ms_max"] == pytest.approx(
+        sim.DETECT_MS + sim.REQUEST_RTTS * 10.0 + sim.PROBE_MS + link)
+    # Two witnesses evict at once: the first orphan takes the stage's slot, the second hangs
+    # below it (heard once its new parent is).
+    assert witnessed["repair_ms_max"] == pytest.approx(
+        sim.DETECT_MS + sim.REQUEST_RTTS * 10.0 + link)

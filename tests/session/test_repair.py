@@ -8,9 +8,11 @@ import time
 import numpy as np
 import pytest
 
+from p2pvoix.crypto.keys import PublicKey
 from p2pvoix.mesh.capacity import CapacityPolicy
 from p2pvoix.mesh.forwarding import LinkRole
 from p2pvoix.session.plan import Assignment, sign_plan
+from p2pvoix.session.relay import Verdict
 from tests.session.roomlab import Lab, kill_abruptly, share_with
 
 pytestmark = [pytest.mark.async_timeout(40), pytest.mark.timeout(60)]
@@ -216,3 +218,48 @@ async def test_a_listener_whose_parent_and_backup_die_together_is_fed_again_soon
         assert back <= 6.0, f"audio came back {back:.2f} s after parent and backup died"
         assert listener.plan.assignment is not None
         assert listener.plan.assignment.parent == top.me
+
+
+async def test_listeners_whose_parents_and_backups_die_together_witness_for_each_other(tmp_path):
+    """Two listeners below two relays, each with its backup in the other: both relays die.
+    Each relay is reported by both listeners, which evicts it without waiting for a probe, so the
+    plan never promotes a dead backup and both are fed by relay0 again about as fast as one
+    new link takes."""
+    async with Lab(tmp_path) as lab:
+        host = await lab.host("host", 440, capacity=slots(1))
+        top = await lab.join("relay0", None, record=False, capacity=slots(2))
+        await lab.until(lambda: top.media.parent == host.me and top.media.links.is_up(host.me), 15)
+        relays = [await lab.join(f"relay{i}", None, record=False, capacity=slots(2))
+                  for i in (1, 2)]
+        await lab.until(lambda: all(r.media.parent == top.me for r in relays), 15)
+        listeners = [await lab.join(f"listener{i}", None, capacity=slots(0)) for i in (1, 2)]
+        relay_keys = {r.me for r in relays}
+        await lab.until(lambda: all(
+            lab.logs[one].last(host.me) is not None
+            and {one.media.parent, one.media._backup} == relay_keys
+            and one.media.links.is_up(one.media._backup) for one in listeners), 20)
+        await asyncio.sleep(1.0)
+        coordinator = host.coordinator
+        assert coordinator is not None
+        verdicts: list[tuple[PublicKey, Verdict]] = []
+        report_lost = coordinator.report_lost
+
+        def witnessed(lost, child, now_ms):  # type: ignore[no-untyped-def]
+            verdicts.append((lost, verdict := report_lost(lost, child, now_ms)))
+            return verdict
+
+        coordinator.report_lost = witnessed  # type: ignore[method-assign]
+
+        await asyncio.gather(*(kill_abruptly(r) for r in relays))
+        killed = time.monotonic()
+        await lab.until(lambda: all(lab.logs[one].first_after(host.me, killed + 0.1) is not None
+                                    for one in listeners), 20)
+        back = [lab.logs[one].first_after(host.me, killed + 0.1) - killed for one in listeners]
+        print(f"audio back after {', '.join(f'{b:.2f}' for b in back)} s")
+        assert {lost for lost, verdict in verdicts if verdict is Verdict.EVICTED} == relay_keys
+        assert not any(r.me.raw in coordinator.planner for r in relays)
+        # Loss noticed (~1.2 s, a standby link's sooner: it carries only heartbeats), both relays
+        # evicted on the second report, a new link to relay0: about 1 s here.
+        assert max(back) <= 4.0, f"audio came back {max(back):.2f} s after the relays died"
+        for one in listeners:
+            assert one.plan.assignment is not None and one.plan.assignment.parent == top.me

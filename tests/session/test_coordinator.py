@@ -1,0 +1,132 @@
+"""The sequencer's coordinator: reports of lost parents and backups, and what they evict."""
+
+from __future__ import annotations
+
+from p2pvoix.crypto.keys import PublicKey, SigningKey
+from p2pvoix.session.plan import verify_plan
+from p2pvoix.session.relay import (
+    REPORT_WINDOW_MS,
+    Participant,
+    TreeCoordinator,
+    Verdict,
+)
+
+ROOM = bytes(32)
+
+
+def key(n: int) -> SigningKey:
+    return SigningKey(bytes([n]) * 32)
+
+
+class Room:
+    """A stage node feeding two relays (2 slots each), and two listeners below them."""
+
+    def __init__(self) -> None:
+        self.host = key(1)
+        self.published: list[bytes] = []
+        self.coordinator = TreeCoordinator(self.host, ROOM, epoch=1,
+                                           publish=self.published.append)
+        self.people = {self.host.public: Participant(slots=2, reach="public", stage=True)}
+        self.relays = [key(2).public, key(3).public]
+        self.listeners = [key(4).public, key(5).public]
+        for relay in self.relays:
+            self.people[relay] = Participant(slots=2, reach="public", stage=False)
+        self.coordinator.sync(self.people)
+        for listener in self.listeners:
+            self.people[listener] = Participant(slots=0, reach="public", stage=False)
+        self.coordinator.sync(self.people)
+        self.coordinator.flush(0)
+        self.published.clear()
+
+    def parent(self, who: PublicKey) -> PublicKey | None:
+        node = self.coordinator.planner.parent_of(who.raw)
+        return PublicKey(node) if node is not None else None
+
+    def backup(self, who: PublicKey) -> PublicKey | None:
+        node = self.coordinator.planner.backup_of(who.raw)
+        return PublicKey(node) if node is not None else None
+
+    def in_plan(self, who: PublicKey) -> bool:
+        return who.raw in self.coordinator.planner
+
+
+def test_the_room_hangs_both_listeners_from_the_relays_with_a_backup_in_the_other():
+    room = Room()
+    for listener in room.listeners:
+        assert {room.parent(listener), room.backup(listener)} == set(room.relays)
+
+
+def test_one_report_asks_for_a_probe_and_evicts_nothing():
+    room = Room()
+    a = room.listeners[0]
+    assert room.coordinator.report_lost(room.parent(a), a, 1_000) is Verdict.PROBE
+    assert all(room.in_plan(relay) for relay in room.relays)
+    # The same child reporting again is no second witness.
+    assert room.coordinator.report_lost(room.parent(a), a, 1_500) is Verdict.PROBE
+    assert all(room.in_plan(relay) for relay in room.relays)
+
+
+def test_a_second_child_reporting_the_same_relay_evicts_it_at_once():
+    room = Room()
+    a, b = room.listeners
+    dead = room.parent(a)  # b's parent or backup too: a second witness either way
+    assert room.coordinator.report_lost(dead, a, 1_000) is Verdict.PROBE
+    assert room.coordinator.report_lost(dead, b, 1_300) is Verdict.EVICTED
+    assert not room.in_plan(dead)
+    (alive,) = set(room.relays) - {dead}
+    plan = room.coordinator.flush(1_300)
+    assert plan is not None
+    verify_plan(plan.encoded, ROOM, room.host.public)
+    for listener in room.listeners:
+        assert room.parent(listener) in (alive, room.host.public)
+        assert room.backup(listener) != dead
+
+
+def test_a_backup_reported_by_two_children_is_evicted_and_replaced():
+    room = Room()
+    a, b = room.listeners
+    backup = room.backup(a)
+    assert backup in (room.parent(b), room.backup(b))  # whichever it is for b, b may report it
+    assert room.coordinator.report_lost(backup, a, 5_000) is Verdict.PROBE
+    assert room.coordinator.report_lost(backup, b, 5_100) is Verdict.EVICTED
+    assert not room.in_plan(backup)
+    assert room.backup(a) != backup and room.parent(a) != backup
+
+
+def test_reports_further_apart_than_the_window_do_not_add_up():
+    room = Room()
+    a, b = room.listeners
+    dead = room.parent(a)
+    assert room.coordinator.report_lost(dead, a, 1_000) is Verdict.PROBE
+    assert room.coordinator.report_lost(dead, b, 1_001 + REPORT_WINDOW_MS) is Verdict.PROBE
+    assert room.in_plan(dead)
+
+
+def test_a_report_about_a_node_that_does_not_feed_the_child_is_ignored():
+    room = Room()
+    a, b = room.listeners
+    # A listener is neither parent nor backup of another; the stage is never evicted; a node
+    # not in the plan reports nothing.
+    assert room.coordinator.report_lost(b, a, 1_000) is Verdict.IGNORED
+    assert room.coordinator.report_lost(b, a, 1_100) is Verdict.IGNORED
+    assert room.in_plan(b)
+    relay = room.relays[0]
+    assert room.coordinator.report_lost(room.host.public, relay, 1_000) is Verdict.IGNORED
+    assert room.coordinator.report_lost(room.host.public, room.relays[1], 1_000) \
+        is Verdict.IGNORED
+    assert room.in_plan(room.host.public)
+    stranger = key(9).public
+    assert room.coordinator.report_lost(relay, stranger, 1_000) is Verdict.IGNORED
+
+
+def test_an_evicted_relay_returns_with_a_newer_presence():
+    room = Room()
+    a, b = room.listeners
+    dead = room.parent(a)
+    room.coordinator.report_lost(dead, a, 1_000)
+    room.coordinator.report_lost(dead, b, 1_100)
+    room.coordinator.sync(room.people)  # its presence is older than the reports: still out
+    assert not room.in_plan(dead)
+    room.people[dead] = Participant(slots=2, reach="public", stage=False, seen_ms=2_000)
+    room.coordinator.sync(room.people)
+    assert room.in_plan(dead)
