@@ -123,6 +123,10 @@ class MediaPlane:
             accept_policy=self._accept_policy, wall_ms=wall_ms,
         )
         source, sink = _open_audio(audio)
+        # A node that neither captures nor plays (``p2pvoix relay``, a listener forwarding for
+        # others without a sound device) needs no audio clock: its 50 ticks a second would only
+        # mix silence into a sink that discards it (~4 % of such a node's interpreter time).
+        self._audio_clock = source is not None or audio.playout or not isinstance(sink, NullSink)
         self.engine = AudioEngine(
             source=source, sink=sink, on_frame=self._on_captured, on_event=self._on_audio_event,
             bitrate=audio.bitrate, first_seq=int.from_bytes(os.urandom(4), "big"),
@@ -132,7 +136,8 @@ class MediaPlane:
     # ---- lifecycle ----
 
     def start(self) -> None:
-        self._tasks.spawn(self.engine.run(), "audio engine")
+        if self._audio_clock:
+            self._tasks.spawn(self.engine.run(), "audio engine")
         self._tasks.spawn(self.links.run_liveness(), "link liveness")
 
     async def stop(self) -> None:

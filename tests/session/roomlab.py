@@ -104,11 +104,11 @@ class Lab:
         return self._keep(session, name)
 
     async def join(self, name: str, hz: int | None = None, record: bool = True,
-                   **kw) -> RoomSession:
+                   audio: AudioSettings | None = None, **kw) -> RoomSession:
         node = await self.node(name)
         host = self.sessions[0]
         session = await RoomSession.join(node, RoomKey(host.room),
-                                         audio=self.audio(name, hz, record), **kw)
+                                         audio=audio or self.audio(name, hz, record), **kw)
         return self._keep(session, name)
 
     def _keep(self, session: RoomSession, name: str) -> RoomSession:

@@ -14,6 +14,7 @@ import time
 import pytest
 
 from p2pvoix.cli.live import share_key
+from p2pvoix.cli.relay import RELAY_AUDIO
 from p2pvoix.crypto.keys import PublicKey
 from p2pvoix.mesh.capacity import CapacityPolicy
 from tests.audiotools import read_wav
@@ -140,3 +141,27 @@ def _brief(row: dict, host) -> str:  # type: ignore[no-untyped-def]
     """The facts that explain an orphan that did not come back, in full (pytest cuts dicts)."""
     plan = host.coordinator.statistics() if host.coordinator else {}
     return "\n".join(f"{key}={value}" for key, value in (*row.items(), ("coordinator", plan)))
+
+
+async def test_a_relay_that_neither_speaks_nor_plays_forwards_without_an_audio_clock(tmp_path):
+    """``p2pvoix relay``'s audio settings: no input, no playout, no sink. It runs no 20 ms
+    audio clock at all, yet its child hears the speaker through it."""
+    async with Lab(tmp_path) as lab:
+        host = await lab.host("host", 440, capacity=CapacityPolicy(max_slots=1, measure=False))
+        relay = await lab.join("relay", audio=RELAY_AUDIO,
+                               capacity=CapacityPolicy(max_slots=1, measure=False))
+        await lab.until(lambda: relay.media.parent == host.me
+                        and relay.media.links.is_up(host.me), 15)
+        listener = await lab.join("listener",
+                                  capacity=CapacityPolicy(max_slots=0, measure=False))
+        await lab.until(lambda: listener.media.parent == relay.me
+                        and lab.logs[listener].last(host.me) is not None, 15)
+        heard_from = lab.at(listener, lab.logs[listener].first_after(host.me, 0.0))
+        await asyncio.sleep(2.0)
+        engine = relay.media.statistics()["engine"]
+        assert engine["ticks"] == 0 and engine["streams"] == {}
+        assert relay.media.forwarder.statistics()["forwarded"] > 50
+        assert listener.media.statistics()["engine"]["ticks"] > 50  # the listener's clock runs
+        recorded_to = lab.at(listener, time.monotonic())
+    pcm = lab.recording(listener)
+    assert share_with(pcm, 440, heard_from + 0.3, recorded_to) >= 0.9
