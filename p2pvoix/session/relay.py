@@ -69,8 +69,8 @@ class TreeCoordinator:
         self._version = 0
         self._pending: dict[PublicKey, Assignment] = {}
         self._current: dict[PublicKey, Assignment] = {}
-        # Parents a child reported dead: kept out of the plan until they show a newer presence
-        # (a node that vanished stays in the roster until its presence expires, 30 s later).
+        # Relays reported dead: kept out of the plan until they show a newer presence (a node
+        # that vanished stays in the roster until its presence expires, three refreshes later).
         self._suspects: dict[PublicKey, int] = {}
         self._reports: dict[PublicKey, dict[PublicKey, int]] = {}  # node -> {child: when}
 
