@@ -195,6 +195,8 @@ async def _do(command: dict[str, Any], sessions: list[Any], heard: list[dict]) -
         engine = session.media.engine
         engine._source = ToneSource(command["hz"])
         engine._encoder = OpusEncoder(32000)
+        if not engine._started:  # a listener without input or playout runs no audio clock
+            session.media._tasks.spawn(engine.run(), "audio engine")
         make_rogue(session)
         return {"rogue": session.me.peer_id}
     return {"error": f"unknown command {command}"}

@@ -191,17 +191,23 @@ async def test_a_promoted_listener_drops_the_links_it_opened_to_be_fed(tmp_path)
         assert x.media.children() == 0  # its slot is free again
 
 
+async def two_relays_below_a_third(lab):  # type: ignore[no-untyped-def]
+    """host (one slot) → relay0 (two) → relay1 and relay2 (two each): the sequencer does not
+    watch relay1 and relay2 itself."""
+    host = await lab.host("host", 440, capacity=slots(1))
+    top = await lab.join("relay0", None, record=False, capacity=slots(2))
+    await lab.until(lambda: top.media.parent == host.me and top.media.links.is_up(host.me), 15)
+    relays = [await lab.join(f"relay{i}", None, record=False, capacity=slots(2)) for i in (1, 2)]
+    await lab.until(lambda: all(r.media.parent == top.me for r in relays), 15)
+    return host, top, relays
+
+
 async def test_a_listener_whose_parent_and_backup_die_together_is_fed_again_soon(tmp_path):
     """No standby to fail over to: the listener reports its parent, the sequencer's probe fails
     and the plan moves it on. The two relays hang from a third, so the sequencer does not see
     them die itself. (About 3 s here; the 2 s goal is for orphans with a live standby.)"""
     async with Lab(tmp_path) as lab:
-        host = await lab.host("host", 440, capacity=slots(1))
-        top = await lab.join("relay0", None, record=False, capacity=slots(2))
-        await lab.until(lambda: top.media.parent == host.me and top.media.links.is_up(host.me), 15)
-        relays = [await lab.join(f"relay{i}", None, record=False, capacity=slots(2))
-                  for i in (1, 2)]
-        await lab.until(lambda: all(r.media.parent == top.me for r in relays), 15)
+        host, top, relays = await two_relays_below_a_third(lab)
         listener = await lab.join("listener", None, capacity=slots(0))
         await lab.until(lambda: lab.logs[listener].last(host.me) is not None, 15)
         await lab.until(lambda: {listener.media.parent, listener.media._backup}
@@ -226,12 +232,7 @@ async def test_listeners_whose_parents_and_backups_die_together_witness_for_each
     plan never promotes a dead backup and both are fed by relay0 again about as fast as one
     new link takes."""
     async with Lab(tmp_path) as lab:
-        host = await lab.host("host", 440, capacity=slots(1))
-        top = await lab.join("relay0", None, record=False, capacity=slots(2))
-        await lab.until(lambda: top.media.parent == host.me and top.media.links.is_up(host.me), 15)
-        relays = [await lab.join(f"relay{i}", None, record=False, capacity=slots(2))
-                  for i in (1, 2)]
-        await lab.until(lambda: all(r.media.parent == top.me for r in relays), 15)
+        host, top, relays = await two_relays_below_a_third(lab)
         listeners = [await lab.join(f"listener{i}", None, capacity=slots(0)) for i in (1, 2)]
         relay_keys = {r.me for r in relays}
         await lab.until(lambda: all(
