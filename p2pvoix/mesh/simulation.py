@@ -20,6 +20,7 @@ path is reported beside it.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -321,9 +322,7 @@ def _fail_relays(
 
     affected = {n for n in audience if n not in dead and lost(n)}
     orphans = [n for n in affected if old_parent[n] in dead]
-    witnesses = {n: 0 for n in dead}
-    for orphan in orphans:
-        witnesses[old_parent[orphan]] += 1
+    witnesses = Counter(old_parent[orphan] for orphan in orphans)  # reports of each dead relay
     for node in sorted(dead):
         planner.leave(node)
     heard: dict[str, float] = {}
@@ -339,7 +338,7 @@ def _fail_relays(
                 at_backup += 1
                 ready = DETECT_MS + link
             else:
-                alone = witnesses.get(old_parent[node], REPORT_QUORUM) < REPORT_QUORUM
+                alone = old_parent[node] in dead and witnesses[old_parent[node]] < REPORT_QUORUM
                 ready = (DETECT_MS + REQUEST_RTTS * rtt(node, authority)
                          + (PROBE_MS if alone else 0.0) + link)
         heard[node] = max(ready, heard.get(parent, 0.0))

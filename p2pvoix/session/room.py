@@ -420,17 +420,17 @@ class RoomSession:
             self._emit(event)
         person = self._participant(presence.identity, presence.relay_slots, presence.reach,
                                    presence.turn, presence.time_ms)
-        verdict = (coordinator.report_lost(lost, presence.identity, self.node.now_ms())
-                   if lost is not None else Verdict.IGNORED)
-        if lost is not None and verdict is Verdict.EVICTED:
-            logger.info("%s reports %s lost, as another child did: evicted", peer_id[-6:],
-                        lost.peer_id[-6:])
-        elif lost is not None and verdict is Verdict.PROBE:
-            alive = await self.node.ping(lost.peer_id, timeout=PROBE_TIMEOUT_S)
-            logger.info("%s reports %s lost; the probe %s", peer_id[-6:], lost.peer_id[-6:],
-                        "was answered" if alive else "failed: evicting it")
-            if not alive:
-                coordinator.evict(lost, self.node.now_ms())
+        if lost is not None:
+            verdict = coordinator.report_lost(lost, presence.identity, self.node.now_ms())
+            if verdict is Verdict.EVICTED:
+                logger.info("%s reports %s lost, as another child did: evicted", peer_id[-6:],
+                            lost.peer_id[-6:])
+            elif verdict is Verdict.PROBE:
+                alive = await self.node.ping(lost.peer_id, timeout=PROBE_TIMEOUT_S)
+                logger.info("%s reports %s lost; the probe %s", peer_id[-6:], lost.peer_id[-6:],
+                            "was answered" if alive else "failed: evicting it")
+                if not alive:
+                    coordinator.evict(lost, self.node.now_ms())
         return coordinator.request(presence.identity, person, self.node.now_ms()).encoded
 
     def _feeder_lost(self, peer: PublicKey) -> None:

@@ -125,3 +125,13 @@ def test_an_orphan_that_alone_reports_its_dead_parent_waits_for_the_probe():
     # below it (heard once its new parent is).
     assert witnessed["repair_ms_max"] == pytest.approx(
         sim.DETECT_MS + sim.REQUEST_RTTS * 10.0 + link)
+
+
+def test_the_repair_model_follows_the_session_constants():
+    """The model's twins of the session's repair constants (mesh/ must not import session/):
+    this fails when one side changes without the other (DETECT_MS once said 1.5 s for 1.2)."""
+    from p2pvoix.session import links, relay, room
+
+    assert sim.DETECT_MS == (links.DEAD_AFTER_S + links.HEARTBEAT_S / 2) * 1000
+    assert sim.PROBE_MS == room.PROBE_TIMEOUT_S * 1000
+    assert sim.REPORT_QUORUM == relay.REPORT_QUORUM
