@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import _tree_rooms as rooms
+from bench import bench_rtc
 from bench._common import expect, worker
 from bench._tree_rooms import Listener
 
@@ -55,6 +56,7 @@ CHURN_SHARE = 0.2
 SATURATED = 95  # % of the box: a size missing the goal on a box this busy ends the ramp
 SEED = 6
 MISSING_DETAILS = 12  # listeners below the goal described in the figures, worst first
+FLOOR_STREAMS = 40  # pass-through links measured for the media floor (bench_rtc's fan-out)
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ FULL = Plan(tree_sizes=(20, 30, 40, 50, 75, 100, 150, 200),
 
 def main(quick: bool) -> dict:
     plan = QUICK if quick else FULL
+    floor = _media_floor(FLOOR_STREAMS, plan.window_s)
     with tempfile.TemporaryDirectory(prefix="bench-relay-live-") as tmp:
         tree = _ramp("tree", plan.tree_sizes, plan, Path(tmp), churn=True,
                      budget_s=plan.tree_budget_s)
@@ -89,12 +92,31 @@ def main(quick: bool) -> dict:
         "slots": {"host": HOST_SLOTS, "relay": RELAY_SLOTS, "leaf": LEAF_SLOTS,
                   "relay_every": RELAY_EVERY},
         "goals": {"share": GOAL_SHARE, "repair_s": GOAL_REPAIR_S},
+        "media_floor": floor,
         "tree": tree,
         "mesh": mesh,
     }
-    figures["summary"] = _summary(tree, mesh)
+    figures["summary"] = _summary(tree, mesh, floor)
     _print_tables(figures)
     return figures
+
+
+def _media_floor(streams: int, window_s: float) -> dict[str, Any]:
+    """What the pinned aiortc costs per audio stream on this box before any p2pvoix work: one
+    process sends the same 20 ms frames on ``streams`` pass-through links, another receives them
+    (``bench_rtc``'s fan-out; links only, no libp2p, no session, no forwarding). Every tree
+    listener is received once and sent once (by its parent), so the box could hold no more than
+    ``cores / (send + receive)`` listeners even if nodes did nothing but carry audio."""
+    run = bench_rtc._run_fanout("passthrough", streams, window_s)
+    send = run["cpu_percent"] / streams
+    receive = run["listeners_cpu_percent"] / streams
+    per_listener = send + receive
+    return {"streams": streams, "frames_min": run["frames_min"],
+            "frames_expected": run["frames_expected"],
+            "send_percent": round(send, 3), "receive_percent": round(receive, 3),
+            "per_listener_percent": round(per_listener, 3),
+            "listeners_at_most": int(100 * (os.cpu_count() or 1) / per_listener)
+            if per_listener > 0 else None}
 
 
 # -- one room through its sizes --------------------------------------------------------------------
@@ -463,8 +485,9 @@ def _tone_share(path: str, started: float, windows: list[tuple[float, float]]) -
             for start, end in windows if start > started]
 
 
-def _summary(tree: dict, mesh: dict) -> dict[str, Any]:
-    """The largest rooms meeting the goal, and tree vs mesh at the sizes both measured."""
+def _summary(tree: dict, mesh: dict, floor: dict[str, Any]) -> dict[str, Any]:
+    """The largest rooms meeting the goal, tree vs mesh at the sizes both measured, and what a
+    tree listener costs against the media floor."""
 
     def verdicts(ramp: dict) -> list[dict]:
         """The window that decided each size: its last."""
@@ -500,7 +523,19 @@ def _summary(tree: dict, mesh: dict) -> dict[str, Any]:
         a, b = kept_up[0], kept_up[-1]
         per_child = round((b["speaker"]["cpu_percent"] - a["speaker"]["cpu_percent"])
                           / (b["n"] - a["n"]), 2)
+    # A tree listener's cost at the largest size that met the goal (its processes' CPU per node),
+    # over the floor: what p2pvoix (libp2p, sessions, forwarding) adds to carrying the audio.
+    met = [s for s in verdicts(tree) if s["met_goal"]]
+    per_node = (round(sum(met[-1]["worker_cpu_percent"]) / max(1, met[-1]["listeners"]), 2)
+                if met else None)
+    over_floor = {
+        "n": met[-1]["n"] if met else None, "per_node_percent": per_node,
+        "ratio": ratio(per_node, floor["per_listener_percent"]) if per_node else None,
+        "by_thread_per_node": {kind: round(cpu / max(1, met[-1]["listeners"]), 2)
+                               for kind, cpu in met[-1]["workers_cpu_by_thread"].items()
+                               if kind != "process"} if met else {}}
     return {"tree_largest_meeting_goal": largest(tree), "tree_first_missing": first_missed(tree),
+            "tree_listener_over_floor": over_floor,
             "mesh_largest_meeting_goal": largest(mesh), "mesh_first_missing": first_missed(mesh),
             "ratio_largest": ratio(largest(tree), largest(mesh)), "same_size": both,
             "cpu_percent_per_child_stream": per_child}
@@ -632,6 +667,17 @@ def _print_tables(figures: dict) -> None:
         print(f"  CPU per child fed (slope of the mesh speaker's CPU, a process of its own): "
               f"{per_child} % of a core; a relay feeding {RELAY_SLOTS} children ~ "
               f"{per_child * RELAY_SLOTS:.0f} %")
+    floor, over = figures["media_floor"], summary["tree_listener_over_floor"]
+    print(f"  media floor (aiortc alone: {floor['streams']} pass-through streams sent by one "
+          f"process, received by another; {floor['frames_min']}/{floor['frames_expected']} "
+          f"frames): send {floor['send_percent']:.2f} + receive {floor['receive_percent']:.2f} = "
+          f"{floor['per_listener_percent']:.2f} % of a core per tree listener, so at most "
+          f"{floor['listeners_at_most']} listeners on {os.cpu_count()} cores if nodes did nothing "
+          "but carry audio")
+    if over["per_node_percent"] is not None:
+        split = ", ".join(f"{kind} {cpu:.2f}" for kind, cpu in over["by_thread_per_node"].items())
+        print(f"  a tree listener at N={over['n']} costs {over['per_node_percent']:.2f} % of a "
+              f"core (x{over['ratio']} the floor; by thread: {split})")
     for ramp in ramps:
         shares = ", ".join(f"{name} {values}" for name, values in ramp["spectrum"].items())
         print(f"  {ramp['topology']} recordings (one decoding listener per process): share of "

@@ -7,6 +7,7 @@
    window. Ours: each 20 ms frame Opus-encoded once, the same link frame sent on N links. Stock: N
    tracks of raw frames, each RTCRtpSender encoding for itself. The listeners (another process)
    are pass-through RtcLinks in both cases, so only the sender differs; they count RTP packets.
+   Their process's CPU is reported too (pass-through rows): what receiving costs per stream.
 
 CPU is ``time.process_time()`` over the window divided by its wall time (100 % = one core).
 """
@@ -171,7 +172,10 @@ async def _listeners(pipe, n: int, window: float) -> dict:
         if not all(connected):
             raise RuntimeError("a listener link did not connect")
         pipe.send("go")
+        cpu0, wall0 = time.process_time(), time.monotonic()
         sender = await loop.run_in_executor(None, pipe.recv)  # after the window
+        # This process holds only the listeners: its CPU over the window is theirs.
+        cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
         await asyncio.sleep(0.5)  # frames still in flight
         pipe.send("bye")
     finally:
@@ -179,6 +183,7 @@ async def _listeners(pipe, n: int, window: float) -> dict:
     expected = int(round(window / TICK))
     return {
         "cpu_percent": round(100 * sender["cpu"] / sender["wall"], 1),
+        "listeners_cpu_percent": round(100 * cpu / wall, 1),
         "frames_expected": expected,
         "frames_min": min(counts),
         "frames_mean": round(sum(counts) / n, 1),
@@ -413,7 +418,7 @@ def _print_tables(latency: dict, fanout: list[dict], window: float) -> None:
         f"({int(round(window / TICK))} frames each)"
     )
     print(
-        f"  {'N':>3} | {'pass-through CPU':>16} {'frames min/mean':>16} | "
+        f"  {'N':>3} | {'pass-through CPU':>16} {'frames min/mean':>16} {'receivers CPU':>13} | "
         f"{'stock CPU':>10} {'frames min/mean':>16} | {'CPU ratio':>9}"
     )
     by = {(r["mode"], r["n"]): r for r in fanout}
@@ -421,7 +426,8 @@ def _print_tables(latency: dict, fanout: list[dict], window: float) -> None:
         p, s = by[("passthrough", n)], by[("stock", n)]
         ratio = s["cpu_percent"] / p["cpu_percent"] if p["cpu_percent"] else float("nan")
         print(
-            f"  {n:>3} | {p['cpu_percent']:>15.1f}% {p['frames_min']:>7}/{p['frames_mean']:<8} | "
+            f"  {n:>3} | {p['cpu_percent']:>15.1f}% {p['frames_min']:>7}/{p['frames_mean']:<8} "
+            f"{p['listeners_cpu_percent']:>12.1f}% | "
             f"{s['cpu_percent']:>9.1f}% {s['frames_min']:>7}/{s['frames_mean']:<8} | "
             f"x{ratio:>8.1f}"
         )
