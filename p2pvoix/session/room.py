@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from p2pvoix.crypto.envelope import open_envelope
+from p2pvoix.crypto.envelope import Envelope, open_envelope
 from p2pvoix.crypto.errors import EnvelopeError
 from p2pvoix.crypto.keys import PublicKey, SigningKey
 from p2pvoix.crypto.roomkey import RoomKey
@@ -61,6 +61,7 @@ from p2pvoix.session.presence import (
     LIVES_FOR_REFRESHES,
     PRESENCE,
     Roster,
+    presence_of,
     refresh_ms,
     sign_presence,
     verify_presence,
@@ -320,12 +321,13 @@ class RoomSession:
         if self._left is not None:
             return  # leaving: the media plane is closing and must not open new links
         try:
-            kind = open_envelope(data, _TOPIC_KINDS, room=self.room.raw).kind
+            envelope = open_envelope(data, _TOPIC_KINDS, room=self.room.raw)
         except EnvelopeError as exc:
             self.rejections.count(exc.reason)
             return
+        kind = envelope.kind
         if kind == PRESENCE.name:
-            self._on_presence(data)
+            self._on_presence(envelope)
         elif kind == planning.PLAN.name:
             self._on_plan(data)
         elif kind == ACTION.name:
@@ -340,9 +342,11 @@ class RoomSession:
             return  # counted by the log
         self._after_change(list(result.events))
 
-    def _on_presence(self, data: bytes) -> None:
+    def _on_presence(self, record: bytes | Envelope) -> None:
+        """A presence record, as received (join) or already opened (the room topic)."""
         try:
-            presence = verify_presence(data, self.room.raw, self.node.now_ms())
+            presence = (presence_of(record, self.node.now_ms()) if isinstance(record, Envelope)
+                        else verify_presence(record, self.room.raw, self.node.now_ms()))
         except (Rejected, EnvelopeError) as exc:
             self.rejections.count(exc.reason)
             return

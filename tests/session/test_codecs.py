@@ -4,17 +4,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from p2pvoix.crypto.envelope import open_envelope
 from p2pvoix.crypto.errors import EnvelopeError
 from p2pvoix.crypto.keys import SigningKey
 from p2pvoix.errors import Rejected
 from p2pvoix.session import signalling, submit, sync
 from p2pvoix.session.presence import (
     MAX_REFRESH_MS,
+    PRESENCE,
     REFRESH_MS,
     ParticipantJoined,
     ParticipantLeft,
     ParticipantUpdated,
     Roster,
+    presence_of,
     refresh_ms,
     sign_presence,
     verify_presence,
@@ -71,6 +74,23 @@ def test_presence_rejections():
         verify_presence(record, ROOM, T + 30_000)
     with pytest.raises(Rejected, match="presence-from-future"):
         verify_presence(presence(t=T + 60_000).envelope.encoded, ROOM, T)
+
+
+
+def test_an_opened_presence_is_checked_like_a_received_one():
+    """The room topic opens each message once (to learn its kind) and hands the envelope on: the
+    same record, the same time checks, and nothing but a presence accepted."""
+    record = presence().envelope.encoded
+    opened = open_envelope(record, (PRESENCE, signalling.OFFER), room=ROOM)
+    assert presence_of(opened, T) == verify_presence(record, ROOM, T)
+    with pytest.raises(Rejected, match="presence-expired"):
+        presence_of(opened, T + 30_000)
+    future = presence(t=T + 60_000).envelope.encoded
+    with pytest.raises(Rejected, match="presence-from-future"):
+        presence_of(open_envelope(future, PRESENCE, room=ROOM), T)
+    an_offer = open_envelope(offer().encoded, (PRESENCE, signalling.OFFER), room=ROOM)
+    with pytest.raises(Rejected, match="not-a-presence"):
+        presence_of(an_offer, T)
 
 
 def offer(key=ALICE, t=T, fp=FP):
