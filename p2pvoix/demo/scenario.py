@@ -5,6 +5,11 @@ of them offer relay slots, so the audience hangs from a relay tree — and Youss
 mid-way, is invited, accepts and asks a question. Zineb is the listener whose view is shown and
 whose ears are recorded to ``demo.wav``. Every node is a full p2pvoix node with its own identity
 and libp2p host (sharing one trio thread, as the benchmarks do), on loopback only.
+
+Only Zineb decodes what she hears: the others have no speaker to play to, so they forward and
+count their frames without decoding, as ``p2pvoix relay`` does. Fifteen nodes share one Python
+process here, and fourteen decoders ticking 50 times a second starved it (on a slower 2-core box,
+listeners got 50-70 % of the frames, seconds late).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ LOOPBACK = ("/ip4/127.0.0.1/tcp/0",)
 LISTENER_NAMES = ["Zineb", "Youssef", "Karim", "Sofia", "Mehdi", "Lina", "Omar", "Nadia",
                   "Bilal", "Emma", "Hamza", "Sara", "Noah", "Aya", "Rayan", "Ines"]
 RELAY_NAMES = {"Karim", "Sofia"}  # they offer relay slots: the audience hangs from them
+FEATURED = "Zineb"  # the listener whose view is shown and whose ears are recorded
 HOST_SLOTS, RELAY_SLOTS, LISTENER_SLOTS = 3, 5, 1
 
 # The script, in seconds after everyone has joined.
@@ -134,9 +140,9 @@ class Demo:
         for name in LISTENER_NAMES[:count]:
             slots = RELAY_SLOTS if name in RELAY_NAMES else LISTENER_SLOTS
             clip = "speech-question.ogg" if name == "Youssef" else None
-            record = self.config.record if name == "Zineb" else None
+            record = self.config.record if name == FEATURED else None
             await self._join(name, key, clip=clip, slots=slots, record=record)
-        self.featured = self.sessions["Zineb"]
+        self.featured = self.sessions[FEATURED]
         self.say("joined", f"{count} listeners joined; two of them relay for the others.",
                  listeners=count)
         freeze_startup_objects()
@@ -194,13 +200,15 @@ class Demo:
 
     async def _tagged_join(self, name: str, key: RoomKey, *, clip: str | None, slots: int,
                            record: Path | None = None) -> RoomSession:
+        playout = name == FEATURED
         node = await self._node(name)
         source = None
         if clip is not None:
             source = self.clips[name] = ScheduledClip(clip)
         started = time.monotonic()
         session = await RoomSession.join(
-            node, key, audio=AudioSettings(custom_source=source, record=record),
+            node, key, audio=AudioSettings(custom_source=source, record=record,
+                                           playout=playout),
             capacity=CapacityPolicy(max_slots=slots, measure=False), timeout=20,
         )
         self.sessions[name] = session
