@@ -6,10 +6,10 @@ mid-way, is invited, accepts and asks a question. Zineb is the listener whose vi
 whose ears are recorded to ``demo.wav``. Every node is a full p2pvoix node with its own identity
 and libp2p host (sharing one trio thread, as the benchmarks do), on loopback only.
 
-Only Zineb decodes what she hears: the others have no speaker to play to, so they forward and
-count their frames without decoding, as ``p2pvoix relay`` does. Fifteen nodes share one Python
-process here, and fourteen decoders ticking 50 times a second starved it (on a slower 2-core box,
-listeners got 50-70 % of the frames, seconds late).
+The stage, Zineb and Youssef (who will speak) run in this process; the other listeners run in
+worker processes (``crowd``): fifteen nodes in one Python process starved it. Only Zineb decodes
+what she hears: the others have no speaker to play to, so they forward and count their frames
+without decoding, as ``p2pvoix relay`` does.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.resources
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,16 +27,13 @@ import numpy as np
 
 from p2pvoix.audio.files import FileSource
 from p2pvoix.audio.format import FRAME_SAMPLES
-from p2pvoix.crypto.keys import SigningKey
 from p2pvoix.crypto.roomkey import RoomKey
+from p2pvoix.demo.crowd import Crowd, latency_ms, start_node, tap_plays
 from p2pvoix.demo.summary import ListenerReport, Sent, StreamTally, Summary
-from p2pvoix.identity.profile import Profile
-from p2pvoix.identity.store import Identity
 from p2pvoix.mesh import wire
 from p2pvoix.mesh.capacity import CapacityPolicy
 from p2pvoix.mesh.forwarding import Play
 from p2pvoix.node.bridge import Portal
-from p2pvoix.node.config import NodeConfig
 from p2pvoix.node.logtag import tagged
 from p2pvoix.node.realtime import freeze_startup_objects
 from p2pvoix.node.runtime import Node
@@ -45,11 +41,11 @@ from p2pvoix.room import Op, hand_queue
 from p2pvoix.session.media import AudioSettings
 from p2pvoix.session.room import RoomSession
 
-LOOPBACK = ("/ip4/127.0.0.1/tcp/0",)
 LISTENER_NAMES = ["Zineb", "Youssef", "Karim", "Sofia", "Mehdi", "Lina", "Omar", "Nadia",
                   "Bilal", "Emma", "Hamza", "Sara", "Noah", "Aya", "Rayan", "Ines"]
 RELAY_NAMES = {"Karim", "Sofia"}  # they offer relay slots: the audience hangs from them
 FEATURED = "Zineb"  # the listener whose view is shown and whose ears are recorded
+ASKS = "Youssef"  # the listener who raises a hand and comes up to speak
 HOST_SLOTS, RELAY_SLOTS, LISTENER_SLOTS = 3, 5, 1
 
 # The script, in seconds after everyone has joined.
@@ -111,6 +107,8 @@ class Demo:
         self.join_s: dict[str, float] = {}
         self.clips: dict[str, ScheduledClip] = {}
         self.names: dict[bytes, str] = {}
+        self.keys: dict[str, bytes] = {}  # every listener's public key, here or in the crowd
+        self.crowd: Crowd | None = None
         self.featured: RoomSession | None = None
         self.depths: dict[str, int | None] = {}
         self.sent: dict[str, list[tuple[float, int]]] = {}
@@ -127,6 +125,8 @@ class Demo:
             await asyncio.gather(*(s.leave() for s in self.sessions.values()),
                                  return_exceptions=True)
             await asyncio.gather(*(n.stop() for n in self.nodes), return_exceptions=True)
+            if self.crowd is not None:
+                await self.crowd.close()
             await self.portal.stop()
 
     async def _play(self) -> None:
@@ -137,19 +137,26 @@ class Demo:
         await self._promote(host, daan)
         self.say("on_stage", "Daan is on stage with Amina.")
         count = max(2, min(self.config.listeners, len(LISTENER_NAMES)))
+        self.crowd = Crowd(key, self.nodes[0].addrs()[0])
         for name in LISTENER_NAMES[:count]:
             slots = RELAY_SLOTS if name in RELAY_NAMES else LISTENER_SLOTS
-            clip = "speech-question.ogg" if name == "Youssef" else None
-            record = self.config.record if name == FEATURED else None
-            await self._join(name, key, clip=clip, slots=slots, record=record)
+            if name in (FEATURED, ASKS):
+                clip = "speech-question.ogg" if name == ASKS else None
+                record = self.config.record if name == FEATURED else None
+                await self._join(name, key, clip=clip, slots=slots, record=record)
+            else:
+                self.keys[name] = await self.crowd.join(name, slots)
+                self.names[self.keys[name]] = name
         self.featured = self.sessions[FEATURED]
         self.say("joined", f"{count} listeners joined; two of them relay for the others.",
                  listeners=count)
         freeze_startup_objects()
-        await self._script(host, daan, self.sessions["Youssef"])
+        await self._script(host, daan, self.sessions[ASKS])
 
     async def _script(self, host: RoomSession, daan: RoomSession, youssef: RoomSession) -> None:
         t0 = self.started_at = time.monotonic()
+        if self.crowd is not None:
+            self.crowd.measure()
         self.clips["Amina"].start_at(t0 + HOST_SPEAKS)
         self.clips["Daan"].start_at(t0 + SPEAKER_SPEAKS)
         await _until(t0 + HAND_RAISED)
@@ -175,6 +182,16 @@ class Demo:
         for session in self.sessions.values():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(session.wait_closed(), 5)
+        if self.crowd is not None:
+            self._take_crowd_report(await self.crowd.report())
+
+    def _take_crowd_report(self, report: dict[str, dict[str, Any]]) -> None:
+        for name, heard in report.items():
+            if heard["join_s"] is not None:
+                self.join_s[name] = heard["join_s"]
+            self.tallies[name] = {
+                self.names.get(bytes.fromhex(speaker), speaker[-12:]): tally
+                for speaker, tally in heard["streams"].items()}
 
     async def _host(self) -> RoomSession:
         with tagged("Amina"):  # the log (P2PVOIX_LOG) names the node each line is about
@@ -213,20 +230,15 @@ class Demo:
         )
         self.sessions[name] = session
         self.names[session.me.raw] = name
+        self.keys[name] = session.me.raw
         self._tally(name, session, started)
         if clip is not None:
             self._count_sent(name, session)
         return session
 
     async def _node(self, name: str) -> Node:
-        key = SigningKey(os.urandom(32))
-        now_ms = int(time.time() * 1000)
-        identity = Identity(key, Profile.create(key, name, now_ms))
         boot = (self.nodes[0].addrs()[0],) if self.nodes else ()
-        config = NodeConfig(home=Path("/nonexistent"), listen=LOOPBACK, lan=False,
-                            bootstrap=boot)
-        node = Node(identity, config, portal=self.portal)
-        await node.start()
+        node = await start_node(name, self.portal, boot)
         self.nodes.append(node)
         return node
 
@@ -248,23 +260,16 @@ class Demo:
         """Count what this listener plays, per speaker, with send→receive latency."""
         tallies: dict[str, StreamTally] = {}
         self.tallies[name] = tallies
-        forwarder = session.media.forwarder
-        on_frame = forwarder.on_frame
 
-        def counted(link: str, data: bytes, now_ms: float):  # type: ignore[no-untyped-def]
-            actions = on_frame(link, data, now_ms)
-            for action in actions:
-                if isinstance(action, Play):
-                    speaker = self.names.get(action.speaker.raw, action.speaker.peer_id[-6:])
-                    latency = (int(time.time() * 1000) - action.frame.origin_ms) & 0xFFFFFFFF
-                    measuring = self.started_at is not None  # latency: once everyone is in
-                    tallies.setdefault(speaker, StreamTally()).add(
-                        action.frame.seq, latency if measuring else None, time.monotonic())
-                    if name not in self.join_s:
-                        self.join_s[name] = time.monotonic() - started
-            return actions
+        def played(play: Play) -> None:
+            speaker = self.names.get(play.speaker.raw, play.speaker.peer_id[-6:])
+            measuring = self.started_at is not None  # latency: once everyone is in
+            tallies.setdefault(speaker, StreamTally()).add(
+                play.frame.seq, latency_ms(play) if measuring else None, time.monotonic())
+            if name not in self.join_s:
+                self.join_s[name] = time.monotonic() - started
 
-        forwarder.on_frame = counted  # type: ignore[method-assign]
+        tap_plays(session, played)
 
     def _count_sent(self, name: str, session: RoomSession) -> None:
         """Remember every frame this speaker sent while it could be heard: (when, seq)."""
@@ -283,10 +288,10 @@ class Demo:
     def _capture_tree(self, host: RoomSession) -> None:
         """Each listener's depth in the relay tree, read from the plan before the room ends."""
         planner = host.coordinator.planner if host.coordinator else None
-        for name, session in self.sessions.items():
-            if planner is not None and session.me.raw in planner:
-                self.depths[name] = planner.depth_of(session.me.raw)
-                parent = planner.parent_of(session.me.raw)
+        for name, key in self.keys.items():
+            if planner is not None and key in planner:
+                self.depths[name] = planner.depth_of(key)
+                parent = planner.parent_of(key)
                 self.parents[name] = self.names.get(parent) if parent is not None else None
 
     def _summary(self) -> Summary:
@@ -295,7 +300,7 @@ class Demo:
         reports = [
             ListenerReport(name, self.join_s.get(name), self.tallies[name],
                            self.depths.get(name), self.parents.get(name))
-            for name in LISTENER_NAMES if name in self.sessions
+            for name in LISTENER_NAMES if name in self.keys
         ]
         sent = {name: Sent(tuple(frames)) for name, frames in self.sent.items()}
         return Summary(spoke, reports, sent, self.until)

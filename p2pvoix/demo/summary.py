@@ -6,8 +6,8 @@ import statistics
 from dataclasses import dataclass, field
 
 # "Heard" a speaker: at least this share of the frames the speaker sent. Not the 99.5 % delivery
-# goal (that is measured by bench relay_live): on this 2-core box the demo's fourteen nodes share
-# one process, and a stall of it costs every listener the same few percent.
+# goal (that is measured by bench relay_live): on this 2-core box the demo's fifteen nodes share
+# three processes, and a stall of one costs its listeners a few percent.
 HEARD = 0.95
 
 @dataclass
