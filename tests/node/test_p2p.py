@@ -245,8 +245,9 @@ def test_a_peer_that_restarts_can_be_dialled_again_at_once():
     run(test)
 
 
-def test_connect_takes_under_50_ms_on_loopback():
-    # Work-around: max_connections_per_peer=1 skips the 250 ms happy-eyeballs wait.
+def test_connect_skips_the_happy_eyeballs_wait_on_loopback():
+    # Work-around: max_connections_per_peer=1 skips the 250 ms happy-eyeballs wait. The bound
+    # sits below that wait, not at a speed: a busy 2-core box took 51 ms (median of five).
     async def test():
         async with Net() as net:
             a = await net.node()
@@ -257,7 +258,7 @@ def test_connect_takes_under_50_ms_on_loopback():
                 await a.connect(peer.addrs()[0])
                 times.append(time.perf_counter() - started)
             times.sort()
-            assert times[len(times) // 2] < 0.050, times
+            assert times[len(times) // 2] < 0.200, times
 
     run(test)
 
