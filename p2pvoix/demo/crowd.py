@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -69,6 +70,24 @@ def latency_ms(play: Play) -> int:
     return (int(time.time() * 1000) - play.frame.origin_ms) & 0xFFFFFFFF
 
 
+@dataclass
+class Hearing:
+    """What one listener played: how long after its join began it first heard anything, and a
+    tally per speaker (by name in the main process, by public key in hex in a crowd's report)."""
+
+    began: float = field(default_factory=time.monotonic)
+    first_audio_s: float | None = None
+    streams: dict[str, StreamTally] = field(default_factory=dict)
+
+    def played(self, speaker: str, play: Play, measuring: bool) -> None:
+        """One frame handed to playout; its latency counts only while ``measuring``."""
+        now = time.monotonic()
+        if self.first_audio_s is None:
+            self.first_audio_s = now - self.began
+        self.streams.setdefault(speaker, StreamTally()).add(
+            play.frame.seq, latency_ms(play) if measuring else None, now)
+
+
 async def start_node(name: str, portal: Portal, bootstrap: tuple[str, ...]) -> Node:
     """A fresh identity on loopback, no LAN discovery, nothing written to disk."""
     key = SigningKey(os.urandom(32))
@@ -103,15 +122,16 @@ class Crowd:
         for worker in self._workers:
             _send(worker.stdin, {"cmd": "measure"})
 
-    async def report(self) -> dict[str, dict[str, Any]]:
-        """Each listener's first-audio time and tallies (speakers by public key, hex)."""
+    async def report(self) -> dict[str, Hearing]:
+        """What each listener heard (speakers by public key, hex)."""
         for worker in self._workers:
             _send(worker.stdin, {"cmd": "report"})
-        found: dict[str, dict[str, Any]] = {}
+        found: dict[str, Hearing] = {}
         for worker in self._workers:
             for name, heard in (await _reply(worker, "the listeners' tallies")).items():
-                found[name] = {"join_s": heard["join_s"],
-                               "streams": {key: _tally(t) for key, t in heard["streams"].items()}}
+                found[name] = Hearing(
+                    first_audio_s=heard["join_s"],
+                    streams={key: _tally(t) for key, t in heard["streams"].items()})
         return found
 
     async def close(self) -> None:
@@ -167,30 +187,23 @@ def worker_main(key_text: str, bootstrap: str) -> None:
     asyncio.run(_serve(RoomKey.parse(key_text), bootstrap))
 
 
-class _Listener:
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.began = time.monotonic()
-        self.first_audio_s: float | None = None
-        self.streams: dict[str, StreamTally] = {}  # speaker key (hex) -> tally
-
-
 async def _serve(key: RoomKey, bootstrap: str) -> None:
     portal = Portal()
     await portal.start()
     nodes: list[Node] = []
     sessions: list[RoomSession] = []
-    listeners: list[_Listener] = []
+    heard: dict[str, Hearing] = {}
     measuring = asyncio.Event()  # latencies count once everyone has joined
     try:
         while line := await asyncio.to_thread(sys.stdin.readline):
             asked = json.loads(line)
             if asked["cmd"] == "join":
-                listener = _Listener(asked["name"])
+                name = asked["name"]
                 try:
-                    with tagged(listener.name):
-                        node = await start_node(listener.name, portal, (bootstrap,))
+                    with tagged(name):
+                        node = await start_node(name, portal, (bootstrap,))
                         nodes.append(node)
+                        hearing = Hearing()  # from here, as in the main process
                         session = await RoomSession.join(
                             node, key, audio=AudioSettings(playout=False),
                             capacity=CapacityPolicy(max_slots=asked["slots"], measure=False),
@@ -199,26 +212,22 @@ async def _serve(key: RoomKey, bootstrap: str) -> None:
                     _answer({"error": f"{type(exc).__name__}: {exc}"})
                     continue
                 sessions.append(session)
-                listeners.append(listener)
+                heard[name] = hearing
 
-                def played(play: Play, listener: _Listener = listener) -> None:
-                    if listener.first_audio_s is None:
-                        listener.first_audio_s = time.monotonic() - listener.began
-                    tally = listener.streams.setdefault(play.speaker.raw.hex(), StreamTally())
-                    tally.add(play.frame.seq, latency_ms(play) if measuring.is_set() else None,
-                              time.monotonic())
+                def played(play: Play, hearing: Hearing = hearing) -> None:
+                    hearing.played(play.speaker.raw.hex(), play, measuring.is_set())
 
                 tap_plays(session, played)
                 _answer({"joined": session.me.raw.hex()})
             elif asked["cmd"] == "measure":
                 measuring.set()
             elif asked["cmd"] == "report":
-                _answer({listener.name: {
-                    "join_s": listener.first_audio_s,
+                _answer({name: {
+                    "join_s": hearing.first_audio_s,
                     "streams": {speaker: {"first_at": t.first_at, "seqs": sorted(t.seqs),
                                           "latencies_ms": t.latencies_ms}
-                                for speaker, t in listener.streams.items()}}
-                    for listener in listeners})
+                                for speaker, t in hearing.streams.items()}}
+                    for name, hearing in heard.items()})
     finally:
         await asyncio.gather(*(s.leave() for s in sessions), return_exceptions=True)
         await asyncio.gather(*(n.stop() for n in nodes), return_exceptions=True)

@@ -27,12 +27,12 @@ import numpy as np
 
 from p2pvoix.audio.files import FileSource
 from p2pvoix.audio.format import FRAME_SAMPLES
+from p2pvoix.crypto.keys import PublicKey
 from p2pvoix.crypto.roomkey import RoomKey
-from p2pvoix.demo.crowd import Crowd, latency_ms, start_node, tap_plays
-from p2pvoix.demo.summary import ListenerReport, Sent, StreamTally, Summary
+from p2pvoix.demo.crowd import Crowd, Hearing, start_node, tap_plays
+from p2pvoix.demo.summary import ListenerReport, Sent, Summary
 from p2pvoix.mesh import wire
 from p2pvoix.mesh.capacity import CapacityPolicy
-from p2pvoix.mesh.forwarding import Play
 from p2pvoix.node.bridge import Portal
 from p2pvoix.node.logtag import tagged
 from p2pvoix.node.realtime import freeze_startup_objects
@@ -103,8 +103,7 @@ class Demo:
         self.portal = Portal()
         self.nodes: list[Node] = []
         self.sessions: dict[str, RoomSession] = {}
-        self.tallies: dict[str, dict[str, StreamTally]] = {}
-        self.join_s: dict[str, float] = {}
+        self.heard: dict[str, Hearing] = {}  # every listener's, here or in the crowd
         self.clips: dict[str, ScheduledClip] = {}
         self.names: dict[bytes, str] = {}
         self.keys: dict[str, bytes] = {}  # every listener's public key, here or in the crowd
@@ -183,15 +182,13 @@ class Demo:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(session.wait_closed(), 5)
         if self.crowd is not None:
-            self._take_crowd_report(await self.crowd.report())
+            for name, hearing in (await self.crowd.report()).items():
+                hearing.streams = {self._speaker_name(PublicKey(bytes.fromhex(key))): tally
+                                   for key, tally in hearing.streams.items()}
+                self.heard[name] = hearing
 
-    def _take_crowd_report(self, report: dict[str, dict[str, Any]]) -> None:
-        for name, heard in report.items():
-            if heard["join_s"] is not None:
-                self.join_s[name] = heard["join_s"]
-            self.tallies[name] = {
-                self.names.get(bytes.fromhex(speaker), speaker[-12:]): tally
-                for speaker, tally in heard["streams"].items()}
+    def _speaker_name(self, speaker: PublicKey) -> str:
+        return self.names.get(speaker.raw, speaker.peer_id[-6:])
 
     async def _host(self) -> RoomSession:
         with tagged("Amina"):  # the log (P2PVOIX_LOG) names the node each line is about
@@ -222,7 +219,7 @@ class Demo:
         source = None
         if clip is not None:
             source = self.clips[name] = ScheduledClip(clip)
-        started = time.monotonic()
+        hearing = Hearing()
         session = await RoomSession.join(
             node, key, audio=AudioSettings(custom_source=source, record=record,
                                            playout=playout),
@@ -231,7 +228,10 @@ class Demo:
         self.sessions[name] = session
         self.names[session.me.raw] = name
         self.keys[name] = session.me.raw
-        self._tally(name, session, started)
+        self.heard[name] = hearing
+        # Latencies count once everyone is in (the script has started).
+        tap_plays(session, lambda play: hearing.played(self._speaker_name(play.speaker), play,
+                                                       self.started_at is not None))
         if clip is not None:
             self._count_sent(name, session)
         return session
@@ -255,21 +255,6 @@ class Demo:
             await asyncio.sleep(0.05)
         await who.act(Op.ACCEPT_INVITE)
         await who.act(Op.SELF_UNMUTE)
-
-    def _tally(self, name: str, session: RoomSession, started: float) -> None:
-        """Count what this listener plays, per speaker, with send→receive latency."""
-        tallies: dict[str, StreamTally] = {}
-        self.tallies[name] = tallies
-
-        def played(play: Play) -> None:
-            speaker = self.names.get(play.speaker.raw, play.speaker.peer_id[-6:])
-            measuring = self.started_at is not None  # latency: once everyone is in
-            tallies.setdefault(speaker, StreamTally()).add(
-                play.frame.seq, latency_ms(play) if measuring else None, time.monotonic())
-            if name not in self.join_s:
-                self.join_s[name] = time.monotonic() - started
-
-        tap_plays(session, played)
 
     def _count_sent(self, name: str, session: RoomSession) -> None:
         """Remember every frame this speaker sent while it could be heard: (when, seq)."""
@@ -298,7 +283,7 @@ class Demo:
         spoke = {name: clip.spoken_frames * 0.02 for name, clip in self.clips.items()
                  if clip.spoken_frames}
         reports = [
-            ListenerReport(name, self.join_s.get(name), self.tallies[name],
+            ListenerReport(name, self.heard[name].first_audio_s, self.heard[name].streams,
                            self.depths.get(name), self.parents.get(name))
             for name in LISTENER_NAMES if name in self.keys
         ]
