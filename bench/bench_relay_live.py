@@ -327,6 +327,9 @@ def _step_figures(measured: dict[str, Any], joined_since: float) -> dict[str, An
             "link_downs": speaker["link_downs"],
         },
         "worker_cpu_percent": [g["cpu_percent"]["process"] for g in measured["groups"]],
+        # What one listener costs: its processes' CPU over the listeners they hold.
+        "cpu_percent_per_node": round(sum(g["cpu_percent"]["process"]
+                                          for g in measured["groups"]) / max(1, len(rows)), 2),
         # All listener processes together, by thread: libp2p (the trio thread), asyncio
         # (sessions, media links, forwarding), other (aiortc's helper threads...).
         "workers_cpu_by_thread": dict(sum((Counter(g["cpu_percent"]) for g in measured["groups"]),
@@ -526,14 +529,17 @@ def _summary(tree: dict, mesh: dict, floor: dict[str, Any]) -> dict[str, Any]:
     # A tree listener's cost at the largest size that met the goal (its processes' CPU per node),
     # over the floor: what p2pvoix (libp2p, sessions, forwarding) adds to carrying the audio.
     met = [s for s in verdicts(tree) if s["met_goal"]]
-    per_node = (round(sum(met[-1]["worker_cpu_percent"]) / max(1, met[-1]["listeners"]), 2)
-                if met else None)
-    over_floor = {
-        "n": met[-1]["n"] if met else None, "per_node_percent": per_node,
-        "ratio": ratio(per_node, floor["per_listener_percent"]) if per_node else None,
-        "by_thread_per_node": {kind: round(cpu / max(1, met[-1]["listeners"]), 2)
-                               for kind, cpu in met[-1]["workers_cpu_by_thread"].items()
-                               if kind != "process"} if met else {}}
+    over_floor: dict[str, Any] = {"n": None, "per_node_percent": None, "ratio": None,
+                                  "by_thread_per_node": {}}
+    if met:
+        step = met[-1]
+        per_node = step["cpu_percent_per_node"]
+        over_floor = {
+            "n": step["n"], "per_node_percent": per_node,
+            "ratio": ratio(per_node, floor["per_listener_percent"]),
+            "by_thread_per_node": {kind: round(cpu / max(1, step["listeners"]), 2)
+                                   for kind, cpu in step["workers_cpu_by_thread"].items()
+                                   if kind != "process"}}
     return {"tree_largest_meeting_goal": largest(tree), "tree_first_missing": first_missed(tree),
             "tree_listener_over_floor": over_floor,
             "mesh_largest_meeting_goal": largest(mesh), "mesh_first_missing": first_missed(mesh),
@@ -633,7 +639,7 @@ def _print_tables(figures: dict) -> None:
             topology, _size(step), f"{spk['cpu_percent']:.0f}",
             f"{spk['children']}", f"{spk['upload_kbps']:.0f}",
             "/".join(f"{c:.0f}" for c in step["worker_cpu_percent"]),
-            f"{sum(step['worker_cpu_percent']) / max(1, step['listeners']):.2f}",
+            f"{step['cpu_percent_per_node']:.2f}",
             _split(step["workers_cpu_by_thread"]),
             f"{step['box_cpu_percent']:.0f}", f"{step['others_cpu_percent']:.0f}",
             f"{relays['feeding']} ({relays['designated_feeding']})",
