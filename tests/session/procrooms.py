@@ -114,9 +114,11 @@ async def _serve(pipe: Connection, room_key: str, bootstrap: str, specs: list[No
                 node, key, audio=audio, timeout=30,
                 capacity=CapacityPolicy(max_slots=spec.slots, measure=False))
             session.name = spec.name
+            session.started = time.time()  # its audio clock (and recording) starts now
             sessions.append(session)
             heard.append(_record_deliveries(session))
-        pipe.send({"ready": [s.me.peer_id for s in sessions]})
+        pipe.send({"ready": [s.me.peer_id for s in sessions],
+                   "started": [s.started for s in sessions]})
         while True:
             while not pipe.poll():
                 await asyncio.sleep(0.02)
@@ -164,6 +166,7 @@ async def _do(command: dict[str, Any], sessions: list[Any], heard: list[dict]) -
                 "name": session.name,
                 "peer_id": session.me.peer_id,
                 "last": mine[-1] if mine else None,
+                "first_since": recent[0] if recent else None,
                 "frames_since": len(recent),
                 "max_gap_since": max((b - a for a, b in zip(recent, recent[1:], strict=False)),
                                      default=None),

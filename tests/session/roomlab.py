@@ -16,6 +16,7 @@ from p2pvoix.audio.spec import NoneSpec, ToneSpec
 from p2pvoix.crypto.keys import PublicKey, SigningKey
 from p2pvoix.crypto.roomkey import RoomKey
 from p2pvoix.identity.store import Identity
+from p2pvoix.mesh.capacity import CapacityPolicy
 from p2pvoix.mesh.forwarding import Send
 from p2pvoix.node.bridge import Portal
 from p2pvoix.node.config import NodeConfig
@@ -27,6 +28,11 @@ from p2pvoix.session.room import RoomSession
 from tests.audiotools import read_wav, tone_presence
 
 LOOPBACK = ("/ip4/127.0.0.1/tcp/0",)
+# Every node of a lab shares one process, whose CPU time says nothing about one node: measured,
+# each node would count all six nodes' work as its own relaying and advertise no slots (seen on a
+# slow box: the stage fell to 0 slots within a second, the planner hung listeners from listeners,
+# then from nobody). Lab nodes advertise a fixed count unless a test gives its own policy.
+SHARED_PROCESS = CapacityPolicy(measure=False)
 
 
 class DeliveryLog:
@@ -99,6 +105,7 @@ class Lab:
     async def host(self, name: str = "host", hz: int | None = 440, record: bool = True,
                    **kw) -> RoomSession:
         node = await self.node(name)
+        kw.setdefault("capacity", SHARED_PROCESS)
         session = await RoomSession.host(node, title="Lab room",
                                          audio=self.audio(name, hz, record), **kw)
         return self._keep(session, name)
@@ -107,6 +114,7 @@ class Lab:
                    audio: AudioSettings | None = None, **kw) -> RoomSession:
         node = await self.node(name)
         host = self.sessions[0]
+        kw.setdefault("capacity", SHARED_PROCESS)
         session = await RoomSession.join(node, RoomKey(host.room),
                                          audio=audio or self.audio(name, hz, record), **kw)
         return self._keep(session, name)
