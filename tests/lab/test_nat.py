@@ -127,7 +127,15 @@ def test_a_room_hosted_behind_one_nat_is_heard_behind_two_others_by_relay_and_ho
                            f"first audio {first['after_s']} s"))
         assert status["parent"] == relay_peer, status
         assert path is not None and "relay" not in path, path  # no TURN on this path
-        assert host_status["reachability"]["relayed"]["relays"] == [relay_peer[-6:]]
+        # Amina holds her reservation on the relay. Once in CI her status showed none at this
+        # moment while Zineb was fed through the relay (why is not known: no log was kept). A
+        # reservation whose connection dropped is made again in the next 2 s round once it is
+        # back, so a snapshot can fall in between: asked for up to 10 s, the failure shows all.
+        deadline = time.monotonic() + 10
+        while host_status["reachability"]["relayed"]["relays"] != [relay_peer[-6:]]:
+            assert time.monotonic() < deadline, host_status["reachability"]
+            time.sleep(0.5)
+            host_status = status_of(amina)
 
         # Youssef: behind a NAT like Amina's, fed by her straight through both NATs.
         assert reach_of(youssef)["reach"] == "nat"
