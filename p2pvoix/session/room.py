@@ -79,6 +79,11 @@ CAPACITY_SAMPLE_S = 2.0
 SEQUENCER_SILENT_MS = 15_000  # no presence from the sequencer for this long: it is gone
 ACT_TIMEOUT_S = 5.0
 SYNC_RETRY_PAUSES_S = (0.5, 1.0, 2.0, 4.0)
+# A joiner syncs, then subscribes to the room topic, and its peers learn of the subscription a
+# moment later (seconds on a loaded node): an entry published in between reaches it neither way,
+# and a quiet room sends nothing after it that would reveal the gap (seen in CI: an invitation to
+# speak never arrived). So a joiner asks the sequencer for what follows its head, after these.
+RESYNC_AFTER_JOIN_S = (2.0, 4.0)
 
 
 class RoomHasEnded(P2pvoixError):
@@ -202,6 +207,7 @@ class RoomSession:
         for record in presence:
             session._on_presence(record)
         await session._start()
+        session._tasks.spawn(session._resync_after_join(), "resync after join")
         return session
 
     async def _start(self) -> None:
@@ -565,8 +571,16 @@ class RoomSession:
 
     async def _catch_up(self) -> None:
         """Fetch missing entries (``wanted``) from the sequencer when gossip lost some."""
-        if not self.log.wanted():
-            return
+        if self.log.wanted():
+            await self._sync_from_sequencer(None)
+
+    async def _resync_after_join(self) -> None:
+        for pause in RESYNC_AFTER_JOIN_S:
+            await asyncio.sleep(pause)
+            await self._sync_from_sequencer(self.log.head)
+
+    async def _sync_from_sequencer(self, after: bytes | None) -> None:
+        """Take the sequencer's entries after ``after`` (everything, checkpoint first, if None)."""
         peer = self.log.state.sequencer
         if peer == self.me:
             return
@@ -574,7 +588,7 @@ class RoomSession:
             await self._ensure_connected(peer)
             reply = sync.decode_reply(await self.node.room_request(
                 peer.peer_id, sync.PROTOCOL, self.room.raw,
-                sync.encode_request(sync.SyncRequest(None)), timeout=5))
+                sync.encode_request(sync.SyncRequest(after)), timeout=5))
             for data in ((reply.checkpoint,) if reply.checkpoint else ()) + reply.entries:
                 self._on_log_message(data)
 
