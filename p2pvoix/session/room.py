@@ -638,8 +638,13 @@ class RoomSession:
         return refresh_ms(audience, self.role in STAGE)
 
     def _my_presence(self):  # type: ignore[no-untyped-def]
+        # Once leaving, every record we sign says so: the presence loop (or a capacity change)
+        # can wake between our goodbye and the end of our tasks, and a newer "here" would undo
+        # the goodbye everywhere until it expired (likely what a suite run here hit: the host
+        # still listed a listener 20 s after it left, 1-2 s after joining, when the loop repeats).
         return sign_presence(self.node.identity.key, self.room.raw, name=self.name,
-                             now_ms=self.node.now_ms(), addrs=tuple(self.node.addrs()[:8]),
+                             now_ms=self.node.now_ms(), here=self._left is None,
+                             addrs=tuple(self.node.addrs()[:8]),
                              relay_slots=self.media.slots, reach=self.node.reach, turn=self._turn,
                              ttl_ms=self._refresh_ms() * LIVES_FOR_REFRESHES)
 
