@@ -559,8 +559,10 @@ class RoomSession:
         request = sync.decode_request(payload)
         checkpoint = self.log.checkpoint
         entries = self.log.entries(after=request.after)
-        presence = [p.envelope.encoded for p in self.roster.present()]
-        presence.append(self._my_presence().envelope.encoded)
+        presence = []
+        if request.roster:
+            presence = [p.envelope.encoded for p in self.roster.present()]
+            presence.append(self._my_presence().envelope.encoded)
         return sync.encode_reply(sync.SyncReply(
             genesis=self.log.genesis.encoded,
             checkpoint=checkpoint.encoded if checkpoint and request.after is None else None,
@@ -580,7 +582,8 @@ class RoomSession:
             await self._sync_from_sequencer(self.log.head)
 
     async def _sync_from_sequencer(self, after: bytes | None) -> None:
-        """Take the sequencer's entries after ``after`` (everything, checkpoint first, if None)."""
+        """Take the sequencer's entries after ``after`` (everything, checkpoint first, if None);
+        not its roster, which gossip keeps (up to 2000 records a reply, from one node)."""
         peer = self.log.state.sequencer
         if peer == self.me:
             return
@@ -588,7 +591,7 @@ class RoomSession:
             await self._ensure_connected(peer)
             reply = sync.decode_reply(await self.node.room_request(
                 peer.peer_id, sync.PROTOCOL, self.room.raw,
-                sync.encode_request(sync.SyncRequest(after)), timeout=5))
+                sync.encode_request(sync.SyncRequest(after, roster=False)), timeout=5))
             for data in ((reply.checkpoint,) if reply.checkpoint else ()) + reply.entries:
                 self._on_log_message(data)
 

@@ -28,6 +28,9 @@ class SyncReason:
 @dataclass(frozen=True)
 class SyncRequest:
     after: bytes | None  # digest of the last entry the asker has, or None for everything
+    # False: reply without presence records (catching up with the sequencer wants entries only;
+    # a roster runs to 2000 records, and every joiner resyncs twice with that one node)
+    roster: bool = True
 
 
 @dataclass(frozen=True)
@@ -43,17 +46,21 @@ def encode_request(request: SyncRequest) -> bytes:
     value: dict[str, Any] = {"v": 1}
     if request.after is not None:
         value["after"] = request.after
+    if not request.roster:
+        value["roster"] = False
     return cbor.encode(value)
 
 
 def decode_request(data: bytes) -> SyncRequest:
     value = _decode(data, 128)
     after = value.get("after")
-    if set(value) - {"v", "after"} or not _version_1(value.get("v")):
+    if set(value) - {"v", "after", "roster"} or not _version_1(value.get("v")):
         raise Rejected(SyncReason.MALFORMED, "unknown request fields or version")
     if after is not None and (not isinstance(after, bytes) or len(after) != _DIGEST):
         raise Rejected(SyncReason.MALFORMED, "after is not a digest")
-    return SyncRequest(after)
+    if "roster" in value and value["roster"] is not False:
+        raise Rejected(SyncReason.MALFORMED, "roster, when present, is false")
+    return SyncRequest(after, roster="roster" not in value)
 
 
 def encode_reply(reply: SyncReply) -> bytes:

@@ -4,6 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from p2pvoix.crypto import cbor
 from p2pvoix.crypto.envelope import open_envelope
 from p2pvoix.crypto.errors import EnvelopeError
 from p2pvoix.crypto.keys import SigningKey
@@ -154,3 +155,11 @@ def test_sync_round_trip_and_caps():
     assert len(decoded.entries) == sync.MAX_ENTRIES and decoded.more
     with pytest.raises(Rejected):
         sync.decode_request(b"\xa2avb\x02aq\x01")
+
+
+def test_a_sync_request_may_ask_for_entries_only_and_nothing_else():
+    for request in (sync.SyncRequest(None), sync.SyncRequest(bytes(32), roster=False)):
+        assert sync.decode_request(sync.encode_request(request)) == request
+    for value in (True, 0, None, "false"):
+        with pytest.raises(Rejected):
+            sync.decode_request(cbor.encode({"v": 1, "roster": value}))

@@ -61,6 +61,8 @@ def test_sync_and_submit():
     room = gen.ROOM.public.raw
     assert sync.decode_request(bytes.fromhex(SESSION["sync_request"])).after is None
     assert sync.decode_request(bytes.fromhex(SESSION["sync_request_after"])).after == bytes(32)
+    assert sync.decode_request(bytes.fromhex(SESSION["sync_request_entries_only"])) == \
+        sync.SyncRequest(bytes(32), roster=False)
     reply = sync.decode_reply(bytes.fromhex(SESSION["sync_reply"]))
     assert Genesis.decode(reply.genesis, room).room == room
     assert reply.presence[0].hex() == SESSION["presence"]["envelope"]

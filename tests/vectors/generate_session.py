@@ -75,6 +75,8 @@ def session_vectors() -> dict:
         "answer": {"envelope": answer.encoded.hex(), "sdp": SDP_ANSWER},
         "sync_request": sync.encode_request(sync.SyncRequest(None)).hex(),
         "sync_request_after": sync.encode_request(sync.SyncRequest(bytes(32))).hex(),
+        "sync_request_entries_only": sync.encode_request(
+            sync.SyncRequest(bytes(32), roster=False)).hex(),
         "sync_reply": sync.encode_reply(reply).hex(),
         "submit_reply_refused": submit.encode_reply(
             submit.SubmitReply(False, "not-sequencer", None, HOST.public.raw)).hex(),
