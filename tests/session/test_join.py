@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from p2pvoix.crypto.envelope import Envelope
 from p2pvoix.room import Op
 from p2pvoix.session import room as room_module
 from tests.session.roomlab import Lab
@@ -43,8 +44,19 @@ async def test_a_presence_refresh_that_wakes_during_the_goodbye_does_not_undo_it
     not bring it back to everyone's roster."""
     async with Lab(tmp_path) as lab:
         host = await lab.host("host", None, record=False)
+        gossiped = []  # presence records the host took from the room topic (opened envelopes)
+        on_presence = host._on_presence
+
+        def counted(record):  # type: ignore[no-untyped-def]
+            if isinstance(record, Envelope):
+                gossiped.append(record.signer)
+            on_presence(record)
+
+        host._on_presence = counted  # type: ignore[method-assign]
         listener = await lab.join("listener", None, record=False)
-        await lab.until(lambda: listener.me in host.roster, 10)
+        # Gossip from the listener reaches the host (not only its plan request): a goodbye sent
+        # before that can be lost with nothing here to blame (the host would wait out its ttl).
+        await lab.until(lambda: listener.me in gossiped and listener.me in host.roster, 10)
         p2p = listener.node.p2p
         publish = p2p.publish
 
