@@ -17,10 +17,11 @@ def pytest_configure(config):  # type: ignore[no-untyped-def]
 def pytest_collection_modifyitems(config, items):  # type: ignore[no-untyped-def]
     if os.environ.get("P2PVOIX_LAB") == "1":
         return
-    skip = pytest.mark.skip(reason="a slow lab case (about two minutes): `make lab` runs it")
     for item in items:
-        if item.get_closest_marker("lab_only"):
-            item.add_marker(skip)
+        marker = item.get_closest_marker("lab_only")
+        if marker:
+            why = marker.kwargs.get("why", "a slow lab case (about two minutes)")
+            item.add_marker(pytest.mark.skip(reason=f"{why}: `make lab` runs it"))
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):  # type: ignore[no-untyped-def]

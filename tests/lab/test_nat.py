@@ -77,6 +77,10 @@ def reach_of(child: netlab.Child, timeout: float = 30) -> dict:
     return child.expect(lambda m: m.get("type") == "reach", timeout)
 
 
+# The suite's slowest lab case (about 35 s with its teardown), and its timing-sensitive steps
+# (a reservation seen at one moment, DCUtR's three punches at most, under a loaded 2-core box)
+# failed CI twice in different places: `make lab` runs it.
+@pytest.mark.lab_only(why="a long lab case whose timing a loaded CI box upsets")
 def test_a_room_hosted_behind_one_nat_is_heard_behind_two_others_by_relay_and_hole_punching(
     lab, tmp_path
 ):
