@@ -24,9 +24,12 @@ class Proc:
 
     def __init__(self, args: list[str], home: Path, stdin=subprocess.DEVNULL) -> None:
         self.lines: list[tuple[float, dict]] = []
+        env = dict(os.environ)
+        if env.get("P2PVOIX_LOG"):  # debugging a failure: each process's log beside its home
+            env["P2PVOIX_LOG_FILE"] = f"{home}.log"
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "p2pvoix", *args, "--home", str(home)],
-            stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
