@@ -120,6 +120,15 @@ class TreeCoordinator:
         return sign_plan(self.key, self.room, topology=self.topology, epoch=self.epoch,
                          version=self._version, entries=[assignment], now_ms=now_ms)
 
+    def depart(self, who: PublicKey, now_ms: int) -> Plan:
+        """Answer a node's goodbye: it leaves the plan (its children are re-attached and told in
+        the next flush); its own entry in the reply has no parent."""
+        if who.raw in self.planner:
+            self._apply(self.planner.leave(who.raw))
+        self.flush(now_ms)
+        return sign_plan(self.key, self.room, topology=self.topology, epoch=self.epoch,
+                         version=self._version, entries=[self._assignment(who)], now_ms=now_ms)
+
     def flush(self, now_ms: int, rebalance: bool = False) -> Plan | None:
         """Sign and publish what changed since the last flush (and rebalance a little)."""
         if rebalance:

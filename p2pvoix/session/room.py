@@ -84,6 +84,10 @@ SYNC_RETRY_PAUSES_S = (0.5, 1.0, 2.0, 4.0)
 # and a quiet room sends nothing after it that would reveal the gap (seen in CI: an invitation to
 # speak never arrived). So a joiner asks the sequencer for what follows its head, after these.
 RESYNC_AFTER_JOIN_S = (2.0, 4.0)
+# A leaver hands its goodbye to the sequencer too and waits this long for the receipt: a gossip
+# publish only queues the message, and a node that exits right after (or that joined a moment
+# ago, before any peer grafted it) can lose it; the room then lists it until its ttl (30 s+).
+GOODBYE_TIMEOUT_S = 1.0
 
 
 class RoomHasEnded(P2pvoixError):
@@ -140,6 +144,7 @@ class RoomSession:
         self.topic = room_topic(self.room)
         self._tasks = TaskSet(f"room {self.room.fingerprint[:4]}")
         self._last_action_ms = 0
+        self._last_presence_ms = 0  # presence times strictly increase: a goodbye outranks all
         self._act_lock = asyncio.Lock()
         self._left: Left | None = None
         self._closed = asyncio.Event()
@@ -263,10 +268,10 @@ class RoomSession:
             if reason == "leave" and self.me == self.log.state.owner and not self.log.state.ended:
                 with contextlib.suppress(P2pvoixError, TimeoutError):
                     await asyncio.wait_for(self.act(Op.END_ROOM), 3)
-            with contextlib.suppress(P2pvoixError):
-                presence = sign_presence(self.node.identity.key, self.room.raw, name=self.name,
-                                         now_ms=self.node.now_ms(), here=False)
-                await self.node.p2p.publish(self.topic, presence.envelope.encoded)
+            with contextlib.suppress(P2pvoixError):  # a node already stopped has no addresses
+                goodbye = self._my_presence().envelope.encoded  # says "left": _left is set
+                await self._publish(goodbye)
+                await self._hand_goodbye_to_sequencer(goodbye)
             if self.room_key is not None:
                 await self.node.stop_hosting(self.room)
         finally:
@@ -282,6 +287,17 @@ class RoomSession:
             self._emit(self._left)
             self._closed.set()
         return self._left
+
+    async def _hand_goodbye_to_sequencer(self, goodbye: bytes) -> None:
+        """Give the sequencer our goodbye directly: its reply is the receipt, and it republishes
+        the goodbye on the room topic if gossip had not brought it (``session.md`` §6)."""
+        state = self.log.state
+        if state.sequencer == self.me or state.ended:
+            return  # nobody to tell, or nobody who still keeps a roster of this room
+        with contextlib.suppress(P2pvoixError, Rejected, EnvelopeError, TimeoutError):
+            await asyncio.wait_for(self.node.room_request(
+                state.sequencer.peer_id, planning.PROTOCOL, self.room.raw,
+                planning.encode_request(goodbye), timeout=GOODBYE_TIMEOUT_S), GOODBYE_TIMEOUT_S)
 
     async def wait_closed(self) -> Left:
         await self._closed.wait()
@@ -405,8 +421,8 @@ class RoomSession:
         """Ask the sequencer for my assignment now (joining, or my parent died)."""
         self._last_plan_request = asyncio.get_running_loop().time()
         sequencer = self.log.state.sequencer
-        if sequencer == self.me:
-            return
+        if sequencer == self.me or self._left is not None:
+            return  # leaving: the goodbye told the sequencer, and the media plane is closing
         request = planning.encode_request(self._my_presence().envelope.encoded, lost)
         try:
             await self._ensure_connected(sequencer)
@@ -426,8 +442,16 @@ class RoomSession:
         presence = verify_presence(presence_bytes, self.room.raw, self.node.now_ms())
         if presence.identity.peer_id != peer_id:
             raise Rejected("plan-not-the-peer", "presence signed by someone else")
-        for event in self.roster.update(presence):
+        events = self.roster.update(presence)
+        for event in events:
             self._emit(event)
+        if not presence.here:
+            # A goodbye: the node is out of the plan (its children move), and if it was news
+            # here, gossip may have lost it on the way to others too.
+            if events:
+                self._tasks.spawn(self._publish(presence_bytes), "republish a goodbye")
+                self._update_media()
+            return coordinator.depart(presence.identity, self.node.now_ms()).encoded
         person = self._participant(presence.identity, presence.relay_slots, presence.reach,
                                    presence.turn, presence.time_ms)
         if lost is not None:
@@ -643,10 +667,12 @@ class RoomSession:
     def _my_presence(self):  # type: ignore[no-untyped-def]
         # Once leaving, every record we sign says so: the presence loop (or a capacity change)
         # can wake between our goodbye and the end of our tasks, and a newer "here" would undo
-        # the goodbye everywhere until it expired (likely what a suite run here hit: the host
-        # still listed a listener 20 s after it left, 1-2 s after joining, when the loop repeats).
+        # the goodbye everywhere until it expired.
+        # Strictly later than any record we signed before: peers keep the newest by time, so a
+        # goodbye signed in the same millisecond as a refresh would be ignored after it.
+        self._last_presence_ms = max(self.node.now_ms(), self._last_presence_ms + 1)
         return sign_presence(self.node.identity.key, self.room.raw, name=self.name,
-                             now_ms=self.node.now_ms(), here=self._left is None,
+                             now_ms=self._last_presence_ms, here=self._left is None,
                              addrs=tuple(self.node.addrs()[:8]),
                              relay_slots=self.media.slots, reach=self.node.reach, turn=self._turn,
                              ttl_ms=self._refresh_ms() * LIVES_FOR_REFRESHES)

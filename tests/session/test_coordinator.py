@@ -130,3 +130,26 @@ def test_an_evicted_relay_returns_with_a_newer_presence():
     room.people[dead] = Participant(slots=2, reach="public", stage=False, seen_ms=2_000)
     room.coordinator.sync(room.people)
     assert room.in_plan(dead)
+
+
+def test_a_relay_saying_goodbye_leaves_the_plan_and_its_children_are_moved_in_one_plan():
+    room = Room()
+    relay = room.relays[0]
+    children = [who for who in room.listeners if room.parent(who) == relay]
+    assert children
+    reply = verify_plan(room.coordinator.depart(relay, now_ms=5).encoded, ROOM, room.host.public)
+    assert not room.in_plan(relay)
+    assert [(e.who, e.parent, e.backup) for e in reply.entries] == [(relay, None, None)]
+    published = [verify_plan(data, ROOM, room.host.public) for data in room.published]
+    moved = {e.who: e.parent for plan in published for e in plan.entries}
+    assert all(moved[child] not in (None, relay) for child in children)
+    assert all(room.backup(child) != relay for child in room.listeners)
+
+
+def test_a_goodbye_from_a_node_the_plan_does_not_hold_changes_nothing():
+    room = Room()
+    stranger = key(9).public
+    reply = verify_plan(room.coordinator.depart(stranger, now_ms=5).encoded, ROOM,
+                        room.host.public)
+    assert [(e.who, e.parent) for e in reply.entries] == [(stranger, None)]
+    assert room.published == []
