@@ -58,6 +58,11 @@ upstream changes the behaviour:
     re-serialises the record: 3 % or more of a listener's CPU in a 40-listener room. The record
     is reused for ``RECORD_REUSE_S`` before the addresses are looked at again
     (``_reuse_signed_peer_record``); a changed address still reaches peers within that time.
+17. ``Pubsub.publish`` only queues a message for each peer's sender task, and closing the host
+    does not wait for those queues: the last messages of a node that stops right after sending
+    them (a goodbye, a room's end) were lost under load. Stopping first waits, at most
+    ``FLUSH_TIMEOUT``, until every peer's queue is empty and no write is under way
+    (``_OutboundGossip``, which counts writes by wrapping ``Pubsub.write_msg``).
 """
 
 from __future__ import annotations
@@ -195,6 +200,7 @@ QUEUE_HEADROOM = 8  # publish waits while a peer's outbound queue has fewer free
 PUBLISH_WAIT = 2.0  # ...but no longer than this; a drop after that is counted
 IDENTIFY_WAIT = 10.0  # give up adding a peer to the routing table after this
 CLOSE_TIMEOUT = 5.0
+FLUSH_TIMEOUT = 1.0  # stopping waits this long at most for queued gossip to be written
 VERIFIED_RECORDS = 4096  # distinct signed peer records remembered as verified
 RECORD_REUSE_S = 1.0  # our signed peer record goes out unchecked for this long
 # Circuit relay v2, as a hop (p2pvoix node/relay) offers it to nodes behind NATs. Circuits carry
@@ -316,6 +322,7 @@ class TrioStack:
         )
         pubsub = Pubsub(host, gossipsub, strict_signing=True)
         pubsub.counter = time.time_ns()
+        outbound = _OutboundGossip(pubsub)
         counted = self._counting_drops(gossipsub._handle_dropped_rpc)
         gossipsub._handle_dropped_rpc = counted  # type: ignore[method-assign]
         flooding = _flood_own_messages(gossipsub, host.get_id())
@@ -360,6 +367,7 @@ class TrioStack:
                         await pubsub.wait_until_ready()
                         task_status.started([str(a) for a in host.get_addrs()])
                         await self._stop.wait()
+                        await outbound.flush(FLUSH_TIMEOUT)
                         for scope in list(self._operations):
                             scope.cancel()
                         await self._close_host()
@@ -893,6 +901,36 @@ def _describe(exc: BaseException) -> str:
             parts.append(text)
         current = current.__cause__ or current.__context__
     return "; ".join(parts[-2:]) or type(exc).__name__
+
+
+class _OutboundGossip:
+    """Work-around 17: what gossip is still on its way out (queued for a peer's sender task, or
+    being written), so that a stopping node can let its last messages leave first."""
+
+    def __init__(self, pubsub: Pubsub) -> None:
+        self._pubsub = pubsub
+        self.writing = 0
+        original = pubsub.write_msg
+
+        async def write_msg(stream: INetStream, rpc: rpc_pb2.RPC) -> bool:
+            self.writing += 1
+            try:
+                return await original(stream, rpc)
+            finally:
+                self.writing -= 1
+
+        pubsub.write_msg = write_msg  # type: ignore[method-assign]
+
+    def pending(self) -> int:
+        return self.writing + sum(len(queue) for queue in self._pubsub.peer_queues.values())
+
+    async def flush(self, timeout: float) -> bool:
+        """Wait until nothing is pending; False if ``timeout`` ran out first."""
+        with trio.move_on_after(timeout):
+            while self.pending():
+                await trio.sleep(0.005)
+            return True
+        return False
 
 
 def _flood_own_messages(gossipsub: GossipSub, me: ID) -> Callable[..., Any]:

@@ -44,6 +44,7 @@ from p2pvoix.node._p2p_trio import (
     IDONTWANT_MIN_BYTES,
     _flood_own_messages,
     _idontwant_only_for_large_messages,
+    _OutboundGossip,
 )
 
 LOOPBACK = Multiaddr("/ip4/127.0.0.1/tcp/0")
@@ -551,3 +552,50 @@ def test_circuit_relay_v2_as_the_adapter_uses_it():
     assert refused is not None, "host.connect dialed a circuit address: drop the transport dial"
     assert joined  # the transport's connection joined the swarm: requests use it
     assert theirs is True
+
+
+def test_publish_only_queues_and_stopping_waits_for_the_queued_gossip():
+    """Work-around 17 (``_OutboundGossip``): ``publish`` returns before the message is written
+    (a peer's sender task writes it later, through ``Pubsub.write_msg``), so a node that stops
+    right away loses it unless it waits. A held write shows both: publish returns, the message
+    is pending, and the flush waits until the write is done and the peer has it."""
+
+    async def main():
+        async with _running(_host(), _host()) as (a, b):
+            pubsubs = [Pubsub(h, GossipSub([PROTOCOL_ID], 6, 4, 12, heartbeat_interval=1))
+                       for h in (a, b)]
+            async with contextlib.AsyncExitStack() as stack:
+                for pubsub in pubsubs:
+                    await stack.enter_async_context(background_trio_service(pubsub))
+                    await stack.enter_async_context(background_trio_service(pubsub.router))
+                    await pubsub.wait_until_ready()
+                sender, receiver = pubsubs
+                subscription = await receiver.subscribe("room")
+                await sender.subscribe("room")
+                await a.connect(_info(b))
+                with trio.fail_after(5):
+                    while b.get_id() not in sender.peer_topics.get("room", ()):
+                        await trio.sleep(0.02)
+                release = trio.Event()
+                stock_write = sender.write_msg
+
+                async def held_write(stream, rpc):
+                    if any(m.data == b"goodbye" for m in rpc.publish):
+                        await release.wait()
+                    return await stock_write(stream, rpc)
+
+                sender.write_msg = held_write
+                outbound = _OutboundGossip(sender)
+                with trio.fail_after(2):
+                    await sender.publish("room", b"goodbye")  # returns: the write is held
+                assert outbound.pending() >= 1
+                assert not await outbound.flush(0.2)  # a bounded wait gives up
+                release.set()
+                assert await outbound.flush(2)
+                with trio.fail_after(2):
+                    message = await subscription.get()
+                for pubsub in pubsubs:
+                    pubsub.seen_messages.stop()
+                return bytes(message.data)
+
+    assert trio.run(main) == b"goodbye"
