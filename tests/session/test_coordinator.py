@@ -153,3 +153,50 @@ def test_a_goodbye_from_a_node_the_plan_does_not_hold_changes_nothing():
                         room.host.public)
     assert [(e.who, e.parent) for e in reply.entries] == [(stranger, None)]
     assert room.published == []
+
+
+
+
+def _room_of_three_listeners(which: int):  # type: ignore[no-untyped-def]
+    """The stage (two slots) feeding two relays (two slots each) and three listeners; returns
+    the coordinator, and listener ``which`` with its parent and backup."""
+    host = key(1)
+    coordinator = TreeCoordinator(host, ROOM, epoch=1, publish=lambda data: None)
+    people = {host.public: Participant(slots=2, reach="public", stage=True)}
+    coordinator.sync(people)
+    for relay in (key(3).public, key(4).public):
+        people[relay] = Participant(slots=2, reach="public", stage=False)
+    coordinator.sync(people)
+    listeners = [key(5 + i).public for i in range(3)]
+    for listener in listeners:
+        people[listener] = Participant(slots=0, reach="public", stage=False)
+        coordinator.sync(people)
+    coordinator.flush(0)
+    planner, listener = coordinator.planner, listeners[which]
+    parent, backup = planner.parent_of(listener.raw), planner.backup_of(listener.raw)
+    return (coordinator, listener, PublicKey(parent) if parent else None,
+            PublicKey(backup) if backup else None)
+
+
+def _dropped_backup(which: int) -> bool:
+    """Whether evicting listener ``which``'s parent re-plans it without its backup."""
+    coordinator, listener, parent, backup = _room_of_three_listeners(which)
+    if parent is None or backup is None or coordinator.planner.member(parent.raw).stage:
+        return False
+    coordinator.evict(parent, 1_000)
+    return backup.raw not in (coordinator.planner.parent_of(listener.raw),
+                              coordinator.planner.backup_of(listener.raw))
+
+
+def test_a_report_of_a_backup_the_eviction_of_the_parent_just_replaced_still_counts():
+    """Both relays die. The parent's eviction re-plans a listener elsewhere, dropping its backup
+    (dead too) from its assignment; the listener's report of that backup, on its way already,
+    still counts (within the window) instead of being ignored (seen in the lab: the second relay
+    then waited for a failed probe, 1.5 s)."""
+    which = next(i for i in range(3) if _dropped_backup(i))  # the shape the lab test had
+    coordinator, listener, parent, backup = _room_of_three_listeners(which)
+    coordinator.evict(parent, 1_000)
+    coordinator.flush(1_000)
+    assert coordinator.report_lost(backup, listener, 1_200) is Verdict.PROBE
+    assert coordinator.report_lost(backup, listener, 1_001 + REPORT_WINDOW_MS) \
+        is Verdict.IGNORED  # a former feeder counts only within the window
