@@ -446,12 +446,15 @@ class RoomSession:
         for event in events:
             self._emit(event)
         if not presence.here:
-            # A goodbye: the node is out of the plan (its children move), and if it was news
-            # here, gossip may have lost it on the way to others too.
-            if events:
-                self._tasks.spawn(self._publish(presence_bytes), "republish a goodbye")
-                self._update_media()
-            return coordinator.depart(presence.identity, self.node.now_ms()).encoded
+            current = self.roster.get(presence.identity)
+            if current is None:
+                # A goodbye: the node is out of the plan (its children move), and if it was news
+                # here, gossip may have lost it on the way to others too.
+                if events:
+                    self._tasks.spawn(self._publish(presence_bytes), "republish a goodbye")
+                    self._update_media()
+                return coordinator.depart(presence.identity, self.node.now_ms()).encoded
+            presence = current  # a newer "here" outranks this goodbye (a late one): plan as usual
         person = self._participant(presence.identity, presence.relay_slots, presence.reach,
                                    presence.turn, presence.time_ms)
         if lost is not None:

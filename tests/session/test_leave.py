@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from p2pvoix.session import plan as planning
+from p2pvoix.session.presence import sign_presence
 from tests.session.roomlab import Lab
 
 pytestmark = pytest.mark.async_timeout(60)
@@ -29,3 +31,22 @@ async def test_a_goodbye_gossip_lost_still_reaches_everyone_through_the_sequence
                                  and leaver.me not in other.roster, 3)
         assert leaver.me.raw not in host.coordinator.planner, waited
         assert other.me in host.roster and host.me in other.roster
+
+
+async def test_a_goodbye_older_than_the_nodes_newest_presence_does_not_unplan_it(tmp_path):
+    """A goodbye that arrives after a newer "here" of the same node (a late one, or the node's
+    own replay) leaves it on the roster and in the plan: the newest record wins."""
+    async with Lab(tmp_path) as lab:
+        host = await lab.host("host", None, record=False)
+        listener = await lab.join("listener", None, record=False)
+        await lab.until(lambda: listener.me in host.roster
+                        and listener.me.raw in host.coordinator.planner, 10)
+        stale = sign_presence(listener.node.identity.key, listener.room.raw, name="listener",
+                              now_ms=host.roster.get(listener.me).time_ms - 1, here=False)
+        reply = await listener.node.room_request(
+            host.node.peer_id, planning.PROTOCOL, listener.room.raw,
+            planning.encode_request(stale.envelope.encoded), timeout=5)
+        plan = planning.verify_plan(reply, listener.room.raw, host.me)
+        assert listener.me in host.roster
+        assert listener.me.raw in host.coordinator.planner
+        assert [e.parent for e in plan.entries if e.who == listener.me] == [host.me]
