@@ -107,6 +107,12 @@ async def test_every_listener_hears_every_speaker_and_a_promoted_listener_is_hea
             window = (at(both_on_stage) + 0.3, at(unmuted))
             assert share_with(pcm, 440, *window) >= 0.95, name
             assert share_with(pcm, 660, *window) >= 0.95, name
+        # The promotion is a planned move: the promoted node keeps the links that fed it until
+        # its stage links are up, so it hears the stage through it without a gap (a 1 s hole is
+        # 10 of these ~65 windows).
+        pcm, at = recording("promoted")
+        for hz in (440, 660):
+            assert share_with(pcm, hz, at(unmuted) - 1.0, at(leaving)) >= 0.95, hz
         for name in ("host", "second", *others[:2]):
             pcm, at = recording(name)
             assert share_with(pcm, 880, at(unmuted) + 1.0, at(leaving)) >= 0.95, name
