@@ -295,9 +295,9 @@ class RoomSession:
         if state.sequencer == self.me or state.ended:
             return  # nobody to tell, or nobody who still keeps a roster of this room
         with contextlib.suppress(P2pvoixError, Rejected, EnvelopeError, TimeoutError):
-            await asyncio.wait_for(self.node.room_request(
-                state.sequencer.peer_id, planning.PROTOCOL, self.room.raw,
-                planning.encode_request(goodbye), timeout=GOODBYE_TIMEOUT_S), GOODBYE_TIMEOUT_S)
+            await self.node.room_request(state.sequencer.peer_id, planning.PROTOCOL,
+                                         self.room.raw, planning.encode_request(goodbye),
+                                         timeout=GOODBYE_TIMEOUT_S)  # bounds its retries too
 
     async def wait_closed(self) -> Left:
         await self._closed.wait()
