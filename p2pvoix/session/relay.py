@@ -131,9 +131,7 @@ class TreeCoordinator:
         """Answer a node asking for its assignment (planning it now if needed)."""
         self._ensure(who, person)
         self.flush(now_ms)
-        assignment = self._current.get(who) or self._assignment(who)
-        return sign_plan(self.key, self.room, topology=self.topology, epoch=self.epoch,
-                         version=self._version, entries=[assignment], now_ms=now_ms)
+        return self._answer(self._current.get(who) or self._assignment(who), now_ms)
 
     def depart(self, who: PublicKey, now_ms: int) -> Plan:
         """Answer a node's goodbye: it leaves the plan (its children are re-attached and told in
@@ -141,8 +139,7 @@ class TreeCoordinator:
         if who.raw in self.planner:
             self._apply(self.planner.leave(who.raw))
         self.flush(now_ms)
-        return sign_plan(self.key, self.room, topology=self.topology, epoch=self.epoch,
-                         version=self._version, entries=[self._assignment(who)], now_ms=now_ms)
+        return self._answer(self._assignment(who), now_ms)
 
     def flush(self, now_ms: int, rebalance: bool = False) -> Plan | None:
         """Sign and publish what changed since the last flush (and rebalance a little)."""
@@ -170,6 +167,11 @@ class TreeCoordinator:
         return {"version": self._version, **self.planner.statistics()}
 
     # ---- internals ----
+
+    def _answer(self, assignment: Assignment, now_ms: int) -> Plan:
+        """The reply to one node's request: a plan of its own entry, at the current version."""
+        return sign_plan(self.key, self.room, topology=self.topology, epoch=self.epoch,
+                         version=self._version, entries=[assignment], now_ms=now_ms)
 
     def _fed(self, child: PublicKey, node: PublicKey, now_ms: int) -> bool:
         """Whether ``node`` feeds ``child`` (as parent or backup) in the plan, or did until an
