@@ -194,6 +194,21 @@ def share_with(pcm: np.ndarray, hz: float, start_s: float = 0.0, end_s: float | 
 
 
 @contextlib.contextmanager
+def gossip_lost(session: RoomSession):  # type: ignore[no-untyped-def]
+    """While inside, nothing ``session`` publishes on the room topic reaches anyone."""
+    publish = session._publish
+
+    async def lost(data: bytes) -> None:
+        return None
+
+    session._publish = lost  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        session._publish = publish  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
 def timer():
     started = time.monotonic()
     yield lambda: time.monotonic() - started

@@ -6,7 +6,7 @@ import pytest
 
 from p2pvoix.room import Op
 from p2pvoix.session import room as room_module
-from tests.session.roomlab import Lab
+from tests.session.roomlab import Lab, gossip_lost
 
 pytestmark = pytest.mark.async_timeout(60)
 
@@ -18,18 +18,10 @@ async def test_an_entry_gossip_never_brought_a_new_joiner_reaches_it_by_its_resy
         host = await lab.host("host", None, record=False)
         listener = await lab.join("listener", None, record=False)
         await lab.until(lambda: listener.me in host.roster, 10)
-        publish = host._publish
-
-        async def lost(data: bytes) -> None:
-            return None  # the gossip of this entry reaches nobody
-
-        host._publish = lost  # type: ignore[method-assign]
-        await host.act(Op.INVITE, listener.me)
-        host._publish = publish  # type: ignore[method-assign]
+        with gossip_lost(host):  # the gossip of this entry reaches nobody
+            await host.act(Op.INVITE, listener.me)
         assert listener.me in host.state.invited
 
         waited = await lab.until(lambda: listener.me in listener.state.invited,
                                  sum(room_module.RESYNC_AFTER_JOIN_S) + 3)
         assert listener.log.head == host.log.head, waited
-
-

@@ -6,7 +6,7 @@ import pytest
 
 from p2pvoix.session import plan as planning
 from p2pvoix.session.presence import sign_presence
-from tests.session.roomlab import Lab
+from tests.session.roomlab import Lab, gossip_lost
 
 pytestmark = pytest.mark.async_timeout(60)
 
@@ -21,12 +21,8 @@ async def test_a_goodbye_gossip_lost_still_reaches_everyone_through_the_sequence
         other = await lab.join("other", None, record=False)
         await lab.until(lambda: leaver.me in host.roster and leaver.me in other.roster
                         and other.me in host.roster, 10)
-
-        async def lost(data: bytes) -> None:
-            return None  # the leaver's gossip reaches nobody
-
-        leaver._publish = lost  # type: ignore[method-assign]
-        await leaver.leave()
+        with gossip_lost(leaver):  # the leaver's goodbye reaches nobody by gossip
+            await leaver.leave()
         waited = await lab.until(lambda: leaver.me not in host.roster
                                  and leaver.me not in other.roster, 3)
         assert leaver.me.raw not in host.coordinator.planner, waited
