@@ -179,7 +179,7 @@ def test_an_unloadable_portaudio_is_the_same_user_error():
 
 NULL_DEVICE_RUN = textwrap.dedent(
     """
-    import json, os, time
+    import json, os, sys, time
     import numpy as np
     from p2pvoix.audio.devices import DeviceSink, DeviceSource, list_devices
     from p2pvoix.audio.format import FRAME_SAMPLES
@@ -193,8 +193,12 @@ NULL_DEVICE_RUN = textwrap.dedent(
     sink = DeviceSink("p2pvoixnull", queue_frames=5)
     time.sleep(0.2)  # the null device runs unpaced: the capture queue overflows at once
     frames = [source.read() for _ in range(5)]
+    # The unpaced device's callback drains the queue as fast as it gets the interpreter; holding
+    # the interpreter for the 20 writes (well under the switch interval) makes them outrun it.
+    sys.setswitchinterval(5.0)
     for _ in range(20):
         sink.write(np.ones(FRAME_SAMPLES, dtype=np.int16))
+    sys.setswitchinterval(0.005)
     time.sleep(0.1)
     threads_open = native_threads()
     source.close()
