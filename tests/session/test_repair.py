@@ -254,19 +254,26 @@ async def test_listeners_whose_parents_and_backups_die_together_witness_for_each
         verdicts: list[tuple[PublicKey, Verdict]] = []
         report_lost = coordinator.report_lost
 
+        names = {one.me: one.name for one in [host, top, *relays, *listeners]}
+        reports: list[str] = []  # every report in order, for a failure's message
+
         def witnessed(lost, child, now_ms):  # type: ignore[no-untyped-def]
             verdicts.append((lost, verdict := report_lost(lost, child, now_ms)))
+            reports.append(f"{names.get(child, child)} lost {names.get(lost, lost)} at "
+                           f"{time.monotonic() - killing:.2f} s: {verdict.name}")
             return verdict
 
         coordinator.report_lost = witnessed  # type: ignore[method-assign]
 
+        killing = time.monotonic()
         await asyncio.gather(*(kill_abruptly(r) for r in relays))
         killed = time.monotonic()
         await lab.until(lambda: all(lab.logs[one].first_after(host.me, killed + 0.1) is not None
                                     for one in listeners), 20)
         back = [lab.logs[one].first_after(host.me, killed + 0.1) - killed for one in listeners]
         print(f"audio back after {', '.join(f'{b:.2f}' for b in back)} s")
-        assert {lost for lost, verdict in verdicts if verdict is Verdict.EVICTED} == relay_keys
+        evicted = {lost for lost, verdict in verdicts if verdict is Verdict.EVICTED}
+        assert evicted == relay_keys, "reports: " + "; ".join(reports)
         assert not any(r.me.raw in coordinator.planner for r in relays)
         # Loss noticed (~1.2 s, a standby link's sooner: it carries only heartbeats), both relays
         # evicted on the second report, a new link to relay0: about 1 s here.
