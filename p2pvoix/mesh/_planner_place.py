@@ -44,10 +44,15 @@ class PlannerCore:
         self._moves: list[Move] = []
         self._no_backup: set[Id] = set()
         self._stage: set[Id] = set()
+        self._apart: dict[Id, set[Id]] = {}  # child -> parents it could not link to
 
     def may_feed(self, child: Id, parent: Id) -> bool:
-        """Does the NAT rule allow ``parent`` to feed ``child``?"""
-        return self.tree.feeds(parent) >= self._need(child)
+        """Do the NAT rule and the pairs kept apart allow ``parent`` to feed ``child``?"""
+        return self.tree.feeds(parent) >= self._need(child) and not self._kept_apart(child, parent)
+
+    def _kept_apart(self, child: Id, parent: Id) -> bool:
+        apart = self._apart.get(child)
+        return apart is not None and parent in apart
 
     def _need(self, node: Id) -> int:
         """What a parent of ``node`` must offer (``Tree.feeds``): 2 behind a symmetric NAT (only a
@@ -119,9 +124,10 @@ class PlannerCore:
         return False
 
     def _displace_for(self, node: Id) -> bool:
-        """A NAT member with no reachable slot: a non-NAT child of a reachable parent moves over."""
+        """A NAT member with no reachable slot (or one kept apart from the parents with a free
+        slot): a non-NAT child of a parent that may feed it moves over."""
         tree = self.tree
-        if not tree.free.buckets() or not self._needs_reachable(node):
+        if not tree.free.buckets() or not (self._needs_reachable(node) or node in self._apart):
             return False
         for other in self._candidates():
             above = tree.parent[other]
@@ -181,6 +187,8 @@ class PlannerCore:
                 count = 0
                 for *_, other in index.entries(bucket):
                     if other == node or (exclude is not None and tree.in_subtree(other, exclude)):
+                        continue
+                    if self._kept_apart(node, other):
                         continue
                     if accept is not None and not accept(other):
                         continue

@@ -17,9 +17,13 @@ Rules the planner keeps after every call (``tests/mesh/test_planner.py`` checks 
   ``"unknown"`` counts as not reachable (a NAT we have not measured yet is still a NAT) unless
   ``unknown_is_reachable``; as a *child* an unknown member goes anywhere, as it may be able to
   accept connections.
+- A pair kept apart (``keep_apart``: the child could not link to that parent, though both are
+  alive) is never parent and child, nor member and backup, until ``allow``; every placement path
+  asks ``may_feed``, which says no for the pair as it does for a NAT rule violation.
 - Every audience member is attached whenever a free slot it may use exists, or one other member
-  can make room for it (one splice or one displacement, see ``_place``). Without the NAT rule that
-  is exact: everyone is attached iff the stage has a slot and all slots together ≥ the audience.
+  can make room for it (one splice or one displacement, see ``_place``). Without the NAT rule
+  and with no pair kept apart, that is exact: everyone is attached iff the stage has a slot and
+  all slots together ≥ the audience.
 - Depth is kept small: a member takes the shallowest free slot; a joining relay takes the place of
   a shallower childless member with fewer slots (which then hangs below it), so high-slot nodes
   drift towards the roots. ``rebalance`` finishes the job with a bounded number of moves; run
@@ -191,6 +195,9 @@ class Planner(PlannerCore):
         tree.remove(node)
         self._stage.discard(node)
         self._no_backup.discard(node)
+        self._apart.pop(node, None)
+        for child in [c for c, apart in self._apart.items() if node in apart]:
+            self._forget_apart(child, node)
         for orphan in orphans:
             backup = backups[orphan]
             if backup is not None and self._slot_ok(orphan, backup):
@@ -269,6 +276,39 @@ class Planner(PlannerCore):
         if parent is not None and not self.may_feed(node, parent):
             self._move_or_unlink(node)
         return self._finish()
+
+    def keep_apart(self, child: Id, parent: Id) -> PlanChange:
+        """``child`` could not link to ``parent`` although both are alive (two NATs ICE cannot
+        punch through, a parent that turns it away): ``parent`` feeds ``child`` neither as parent
+        nor as backup until ``allow``. A child fed by it moves (nowhere to go: it is loose); a
+        backup is chosen again. Only the one pair is affected: ``parent`` feeds everyone else."""
+        tree = self.tree
+        self._check(child)
+        self._check(parent)
+        self._begin()
+        self._apart.setdefault(child, set()).add(parent)
+        if tree.parent[child] == parent:
+            self._move_or_unlink(child)
+        if tree.backup[child] == parent:
+            tree.dirty.add(child)
+        return self._finish()
+
+    def allow(self, child: Id, parent: Id) -> PlanChange:
+        """End ``keep_apart(child, parent)``: a loose ``child`` may hang below ``parent`` again."""
+        self._begin()
+        self._forget_apart(child, parent)
+        return self._finish()
+
+    def _forget_apart(self, child: Id, parent: Id) -> None:
+        apart = self._apart.get(child)
+        if apart is not None:
+            apart.discard(parent)
+            if not apart:
+                del self._apart[child]
+
+    def kept_apart(self) -> frozenset[tuple[Id, Id]]:
+        """Every ``(child, parent)`` pair that ``keep_apart`` holds."""
+        return frozenset((child, parent) for child, apart in self._apart.items() for parent in apart)
 
     def _move_or_unlink(self, node: Id) -> None:
         target = self._best_slot(node, self.tree.free, exclude=node)

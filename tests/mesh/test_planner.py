@@ -34,6 +34,7 @@ class View:
         self.parent = {n: planner.parent_of(n) for n in self.members}
         self.backups = {n: planner.backup_of(n) for n in self.members}
         self.children = {n: [c for c in self.members if self.parent[c] == n] for n in self.members}
+        self.apart = planner.kept_apart()
         self.depth = {}
         for node in self.members:
             chain, current = [node], node
@@ -60,6 +61,8 @@ class View:
                                                                                   "symmetric"))
 
     def may_feed(self, child, parent):
+        if (child, parent) in self.apart:
+            return False
         reach = self.members[child].reach
         if not self.planner.nat_needs_reachable_parent or reach not in ("nat", "symmetric"):
             return True
@@ -127,9 +130,10 @@ def check_attachment(view):
     """Nobody is left without audio while a free slot, or one move, could feed them."""
     planner, audience = view.planner, view.audience()
     stage_slots = sum(m.slots for m in view.members.values() if m.stage)
-    if not any(view.members[n].reach in ("nat", "symmetric") for n in audience) or not (
+    no_nat = not any(view.members[n].reach in ("nat", "symmetric") for n in audience) or not (
         planner.nat_needs_reachable_parent
-    ):
+    )
+    if no_nat and not view.apart:
         total = stage_slots + sum(view.members[n].slots for n in audience)
         feasible = not audience or (stage_slots > 0 and total >= len(audience))
         assert feasible == all(n in view.depth for n in audience), "attached iff capacity allows"
@@ -145,7 +149,8 @@ def check_attachment(view):
             unconstrained = (not planner.nat_needs_reachable_parent
                              or view.members[other].reach not in ("nat", "symmetric"))
             if unconstrained and view.may_feed(node, above):
-                movable = [s for s in free_attached if s != above and not view.below(s, other)]
+                movable = [s for s in free_attached if s != above and not view.below(s, other)
+                           and view.may_feed(other, s)]
                 assert not movable, f"{node}: displacing {other} would make room"
 
 
@@ -218,6 +223,11 @@ other_call = st.one_of(
     st.tuples(st.just("stage"), st.integers(0, 1000), st.booleans()),
     st.tuples(st.just("reach"), st.integers(0, 1000), st.sampled_from(REACHES)),
     st.tuples(st.just("rebalance"), st.integers(0, 12)),
+    # A child could not link to its parent (or backup, or anyone): keep the pair apart; or allow
+    # one pair again.
+    st.tuples(st.just("apart"), st.integers(0, 1000), st.sampled_from(("parent", "backup", "any")),
+              st.integers(0, 1000)),
+    st.tuples(st.just("allow"), st.integers(0, 1000)),
 )
 # A room: its stage, an audience arriving, then every kind of call mixed with more arrivals.
 ops = st.builds(
@@ -245,6 +255,19 @@ def run(planner, steps, on_step=None):
             change = planner.rebalance(step[1])
         elif not present:
             continue
+        elif kind == "allow":
+            pairs = sorted(planner.kept_apart())
+            if not pairs:
+                continue
+            node, other = pairs[step[1] % len(pairs)]
+            change = planner.allow(node, other)
+        elif kind == "apart":
+            node = present[step[1] % len(present)]
+            other = {"parent": planner.parent_of(node), "backup": planner.backup_of(node),
+                     "any": present[step[3] % len(present)]}[step[2]]
+            if other is None or other == node:
+                continue
+            change = planner.keep_apart(node, other)
         else:
             node = present[step[1] % len(present)]
             if kind == "leave":
@@ -318,6 +341,11 @@ def stability(step, node, before, change, after):
             ) + (1 if before.parent[node] is not None else 0)
             if spare >= len(orphans):
                 assert change.moved <= orphans, "only the departed node's children move"
+    elif kind == "apart":
+        # The child moves (or becomes loose); placing it again may move one other member.
+        assert len(change.moved - {node}) <= 1, "keeping a pair apart moves only its child"
+    elif kind == "allow":
+        assert not change.moved, "nobody was waiting: allowing a pair again moves no one"
     elif kind == "rebalance":
         assert len(change.moves) <= step[1]
         assert after.phi() <= before.phi()
@@ -532,6 +560,50 @@ def test_promotion_keeps_the_subtree_and_demotion_reattaches():
     assert Move("a", None, "s") in change.moves
     planner.set_stage("a", False)
     assert planner.parent_of("a") == "s" and planner.depth_of("b") == 2
+    check(planner)
+
+
+def test_a_pair_kept_apart_moves_the_child_and_only_the_child():
+    planner = room(Member("s", 2, stage=True), Member("a", 2), Member("b", 2), Member("x", 0))
+    assert (planner.parent_of("x"), planner.backup_of("x")) == ("a", "b")
+    change = planner.keep_apart("x", "a")
+    assert change.moves == (Move("x", "b", "a"),)  # make-before-break, where it stood by
+    assert planner.kept_apart() == {("x", "a")}
+    assert planner.backup_of("x") is None  # "a" is the only other slot, and kept apart
+    planner.join(Member("y", 0))  # the pair's parent still feeds everyone else
+    assert planner.parent_of("y") == "a"
+    check(planner)
+
+
+def test_a_child_with_nowhere_else_to_go_waits_loose_until_the_pair_is_allowed():
+    planner = room(Member("s", 1, stage=True), Member("a", 1), Member("x", 0))
+    assert planner.parent_of("x") == "a"
+    change = planner.keep_apart("x", "a")
+    assert change.moves == (Move("x", None, "a"),) and planner.depth_of("x") is None
+    check(planner)
+    change = planner.allow("x", "a")
+    assert change.moves == (Move("x", "a", None),) and planner.kept_apart() == frozenset()
+    check(planner)
+
+
+def test_a_member_kept_apart_from_the_only_free_slot_displaces_one_that_may_go_there():
+    planner = room(Member("s", 2, stage=True), Member("a", 1), Member("q", 1), Member("o", 0),
+                   Member("x", 0))
+    assert (planner.parent_of("o"), planner.parent_of("x")) == ("a", "q")
+    change = planner.keep_apart("x", "q")
+    assert change.moves == (Move("x", None, "q"), Move("o", "q", "a"), Move("x", "a", None))
+    check(planner)
+
+
+def test_a_departure_ends_the_pairs_it_was_in():
+    planner = room(Member("s", 2, stage=True), Member("a", 2), Member("b", 2), Member("x", 0))
+    planner.keep_apart("x", "a")
+    planner.keep_apart("a", "b")
+    planner.leave("a")
+    assert planner.kept_apart() == frozenset()
+    planner.keep_apart("x", "b")
+    planner.leave("x")
+    assert planner.kept_apart() == frozenset()
     check(planner)
 
 
