@@ -8,8 +8,11 @@ once, so a joiner does not wait for gossip. A child reporting its parent (or its
 makes the planner drop that node (it re-enters with its next presence if it was alive after all),
 and its orphans move to their backups, where they are already reconnecting. One report alone
 proves nothing (a child that froze was timed out by its parent and then "lost" it): the session
-evicts on one report only if the node also fails to answer a direct probe. Two children
-reporting the same node within ``REPORT_WINDOW_MS`` are independent evidence and evict it at once:
+evicts on one report only if the node also fails to answer a direct probe; if it answers, the
+link between the two is what fails (two NATs that ICE cannot punch through, a parent that turns
+the child away), and the pair is kept apart for ``APART_MS`` so that the child is planned
+elsewhere. Two children reporting the same node within ``REPORT_WINDOW_MS`` are independent
+evidence and evict it at once:
 the probe's wait is what made a child whose parent and backup died together wait for the plan to
 promote its dead backup (6 s in the churn bench). A stage member is never evicted. A report counts
 if the node is the child's parent or backup in the plan, or was until an eviction moved the child
@@ -33,6 +36,10 @@ from p2pvoix.session.plan import Assignment, Plan, sign_plan
 REBALANCE_MOVES = 8  # per flush: depth improves steadily without churning the tree
 REPORT_QUORUM = 2  # children reporting the same node evict it without a probe
 REPORT_WINDOW_MS = 3_000  # a dead relay's children all time it out within ~0.3 s of each other
+# A child and a live parent it could not link to stay apart this long: long enough that the child
+# does not retry a NAT pair that cannot work every few seconds, short enough that a parent that
+# was only full, or a network that healed, is usable again within a couple of minutes.
+APART_MS = 120_000
 
 
 class Verdict(enum.Enum):
@@ -79,6 +86,7 @@ class TreeCoordinator:
         self._reports: dict[PublicKey, dict[PublicKey, int]] = {}  # node -> {child: when}
         # child -> (its parent and backup before an eviction moved it, when)
         self._former: dict[PublicKey, tuple[frozenset[PublicKey], int]] = {}
+        self._apart: dict[tuple[PublicKey, PublicKey], int] = {}  # (child, parent) -> since
 
     def sync(self, participants: Mapping[PublicKey, Participant]) -> None:
         """Bring the planner to ``participants``: joins, departures, slot and stage changes."""
@@ -89,6 +97,8 @@ class TreeCoordinator:
             del self._reports[who]
         for who in [who for who in self._former if who not in participants]:
             del self._former[who]
+        for pair in [p for p in self._apart if p[0] not in participants or p[1] not in participants]:
+            del self._apart[pair]  # the planner ends a pair when either member leaves it
         participants = {who: p for who, p in participants.items() if who not in self._suspects}
         planned = {PublicKey(node): node for node in [m.id for m in self.planner.members()]}
         for who in list(planned):
@@ -127,6 +137,14 @@ class TreeCoordinator:
                     self._former[who] = (feeders, now_ms)
             self._apply(change)
 
+    def keep_apart(self, child: PublicKey, parent: PublicKey, now_ms: int) -> None:
+        """``child`` reported ``parent`` (its parent or backup) lost, but ``parent`` answered the
+        probe: the link between the two fails, not the node. They stay apart for ``APART_MS`` and
+        ``child`` is planned elsewhere (else it would be sent back to dial the same parent)."""
+        if child.raw in self.planner and parent.raw in self.planner:
+            self._apart[child, parent] = now_ms
+            self._apply(self.planner.keep_apart(child.raw, parent.raw))
+
     def request(self, who: PublicKey, person: Participant, now_ms: int) -> Plan:
         """Answer a node asking for its assignment (planning it now if needed)."""
         self._ensure(who, person)
@@ -143,6 +161,10 @@ class TreeCoordinator:
 
     def flush(self, now_ms: int, rebalance: bool = False) -> Plan | None:
         """Sign and publish what changed since the last flush (and rebalance a little)."""
+        for pair, since in list(self._apart.items()):
+            if now_ms - since >= APART_MS:
+                del self._apart[pair]
+                self._apply(self.planner.allow(pair[0].raw, pair[1].raw))
         if rebalance:
             self._apply(self.planner.rebalance(REBALANCE_MOVES))
         if not self._pending:

@@ -468,6 +468,8 @@ class RoomSession:
                             "was answered" if alive else "failed: evicting it")
                 if not alive:
                     coordinator.evict(lost, self.node.now_ms())
+                else:  # alive, but this child cannot link to it: plan it elsewhere
+                    coordinator.keep_apart(presence.identity, lost, self.node.now_ms())
         return coordinator.request(presence.identity, person, self.node.now_ms()).encoded
 
     def _feeder_lost(self, peer: PublicKey) -> None:

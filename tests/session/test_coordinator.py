@@ -5,6 +5,7 @@ from __future__ import annotations
 from p2pvoix.crypto.keys import PublicKey, SigningKey
 from p2pvoix.session.plan import verify_plan
 from p2pvoix.session.relay import (
+    APART_MS,
     REPORT_WINDOW_MS,
     Participant,
     TreeCoordinator,
@@ -117,6 +118,36 @@ def test_a_report_about_a_node_that_does_not_feed_the_child_is_ignored():
     assert room.in_plan(room.host.public)
     stranger = key(9).public
     assert room.coordinator.report_lost(relay, stranger, 1_000) is Verdict.IGNORED
+
+
+def test_a_child_that_cannot_link_to_a_live_parent_is_planned_elsewhere_for_a_while():
+    room = Room()
+    a, b = room.listeners
+    stuck = room.parent(a)
+    (other,) = set(room.relays) - {stuck}
+    assert room.coordinator.report_lost(stuck, a, 1_000) is Verdict.PROBE
+    room.coordinator.keep_apart(a, stuck, 2_500)  # the probe was answered
+    plan = room.coordinator.flush(2_500)
+    assert plan is not None and a in {entry.who for entry in plan.entries}
+    assert room.parent(a) == other and room.backup(a) != stuck
+    assert room.in_plan(stuck) and room.parent(b) in room.relays  # it feeds everyone else
+    # Sync (presence refreshes) keeps the pair apart; once APART_MS is over, it may link again.
+    room.coordinator.sync(room.people)
+    room.coordinator.flush(2_500 + APART_MS - 1)
+    assert room.coordinator.planner.kept_apart() == {(a.raw, stuck.raw)}
+    room.coordinator.flush(2_500 + APART_MS)
+    assert room.coordinator.planner.kept_apart() == frozenset()
+
+
+def test_a_pair_kept_apart_ends_when_either_leaves():
+    room = Room()
+    a = room.listeners[0]
+    room.coordinator.keep_apart(a, room.parent(a), 1_000)
+    del room.people[a]
+    room.coordinator.sync(room.people)
+    room.people[a] = Participant(slots=0, reach="public", stage=False)
+    room.coordinator.sync(room.people)  # back: a new member, no pair held against it
+    assert room.coordinator.planner.kept_apart() == frozenset()
 
 
 def test_an_evicted_relay_returns_with_a_newer_presence():

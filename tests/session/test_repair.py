@@ -200,6 +200,39 @@ async def test_a_promoted_listener_drops_the_links_it_opened_to_be_fed(tmp_path)
         assert x.media.children() == 0  # its slot is free again
 
 
+async def test_a_listener_that_its_live_parent_turns_away_is_planned_below_another(tmp_path):
+    """The listener's planned parent answers probes but refuses its link, as a pair of NATs ICE
+    cannot punch through would fail it (the refusal stands in for that network here): after two
+    failed dials the listener reports it, the sequencer's probe is answered, and the pair is kept
+    apart, so the next plan hangs the listener below the other relay. Before, the same plan came
+    back after every report and the listener never heard the room."""
+    async with Lab(tmp_path) as lab:
+        host = await lab.host("host", 440, capacity=slots(2))
+        relays = [await lab.join(f"relay{i}", None, record=False, capacity=slots(2))
+                  for i in (1, 2)]
+        await lab.until(lambda: all(r.media.links.is_up(host.me) for r in relays), 15)
+        refusing: list[PublicKey] = []  # the relay the listener dials first as its parent
+
+        def turn_away(relay, policy):  # type: ignore[no-untyped-def]
+            def accept(peer, role):  # type: ignore[no-untyped-def]
+                if role == "child" and refusing in ([], [relay.me]):
+                    refusing[:] = [relay.me]
+                    return "turned away by the test"
+                return policy(peer, role)
+            return accept
+
+        for relay in relays:
+            relay.media.links._accept_policy = turn_away(relay, relay.media.links._accept_policy)
+        listener = await lab.join("listener", None, capacity=slots(0))
+        await lab.until(lambda: lab.logs[listener].last(host.me) is not None, 25)
+        (stuck,) = refusing
+        assert listener.media.parent in {r.me for r in relays} - {stuck}
+        coordinator = host.coordinator
+        assert coordinator is not None
+        assert (listener.me.raw, stuck.raw) in coordinator.planner.kept_apart()
+        assert stuck.raw in coordinator.planner  # alive: kept apart from this child, not evicted
+
+
 async def two_relays_below_a_third(lab):  # type: ignore[no-untyped-def]
     """host (one slot) → relay0 (two) → relay1 and relay2 (two each): the sequencer does not
     watch relay1 and relay2 itself."""
