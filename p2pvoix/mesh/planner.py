@@ -280,7 +280,8 @@ class Planner(PlannerCore):
     def keep_apart(self, child: Id, parent: Id) -> PlanChange:
         """``child`` could not link to ``parent`` although both are alive (two NATs ICE cannot
         punch through, a parent that turns it away): ``parent`` feeds ``child`` neither as parent
-        nor as backup until ``allow``. A child fed by it moves (nowhere to go: it is loose); a
+        nor as backup until ``allow``. A child fed by it moves to its backup (where a child whose
+        link died has already failed over), else to the best free slot, else it is loose; a
         backup is chosen again. Only the one pair is affected: ``parent`` feeds everyone else."""
         tree = self.tree
         self._check(child)
@@ -288,7 +289,11 @@ class Planner(PlannerCore):
         self._begin()
         self._apart.setdefault(child, set()).add(parent)
         if tree.parent[child] == parent:
-            self._move_or_unlink(child)
+            backup = tree.backup[child]  # where it failed over, if the link died under it
+            if backup is not None and self._slot_ok(child, backup):
+                self._move(child, backup)
+            else:
+                self._move_or_unlink(child)
         if tree.backup[child] == parent:
             tree.dirty.add(child)
         return self._finish()

@@ -45,8 +45,8 @@ APART_MS = 120_000
 class Verdict(enum.Enum):
     """What the sequencer does with a child's report of a lost parent or backup."""
 
-    IGNORED = "ignored"  # not the child's parent or backup in the plan, or a stage member
-    PROBE = "probe"  # the first report: evict only if a direct probe fails
+    IGNORED = "ignored"  # not the child's parent or backup in the plan
+    PROBE = "probe"  # the first report (or one of a stage member): evict only if a probe fails
     EVICTED = "evicted"  # reported by enough children: out of the plan already
 
 
@@ -110,9 +110,12 @@ class TreeCoordinator:
     def report_lost(self, lost: PublicKey, child: PublicKey, now_ms: int) -> Verdict:
         """``child`` says ``lost``, its parent or backup in the plan, went silent."""
         planner = self.planner
-        if (child.raw not in planner or lost.raw not in planner or planner.member(lost.raw).stage
-                or not self._fed(child, lost, now_ms)):
+        if child.raw not in planner or lost.raw not in planner or not self._fed(child, lost, now_ms):
             return Verdict.IGNORED
+        if planner.member(lost.raw).stage:
+            # Never evicted (the log says who is on stage), and no witness towards a quorum; the
+            # probe still tells a dead stage member from a link that fails (``keep_apart``).
+            return Verdict.PROBE
         reporters = {who: at for who, at in self._reports.get(lost, {}).items()
                      if now_ms - at <= REPORT_WINDOW_MS}
         reporters[child] = now_ms

@@ -463,7 +463,9 @@ class RoomSession:
                 logger.info("%s reports %s lost, as another child did: evicted", peer_id[-6:],
                             lost.peer_id[-6:])
             elif verdict is Verdict.PROBE:
-                alive = await self.node.ping(lost.peer_id, timeout=PROBE_TIMEOUT_S)
+                # The sequencer itself (a stage member) is alive: it is answering this report.
+                alive = lost == self.me or await self.node.ping(lost.peer_id,
+                                                                timeout=PROBE_TIMEOUT_S)
                 logger.info("%s reports %s lost; the probe %s", peer_id[-6:], lost.peer_id[-6:],
                             "was answered" if alive else "failed: evicting it")
                 if not alive:

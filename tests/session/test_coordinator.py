@@ -106,16 +106,11 @@ def test_reports_further_apart_than_the_window_do_not_add_up():
 def test_a_report_about_a_node_that_does_not_feed_the_child_is_ignored():
     room = Room()
     a, b = room.listeners
-    # A listener is neither parent nor backup of another; the stage is never evicted; a node
-    # not in the plan reports nothing.
+    # A listener is neither parent nor backup of another; a node not in the plan reports nothing.
     assert room.coordinator.report_lost(b, a, 1_000) is Verdict.IGNORED
     assert room.coordinator.report_lost(b, a, 1_100) is Verdict.IGNORED
     assert room.in_plan(b)
     relay = room.relays[0]
-    assert room.coordinator.report_lost(room.host.public, relay, 1_000) is Verdict.IGNORED
-    assert room.coordinator.report_lost(room.host.public, room.relays[1], 1_000) \
-        is Verdict.IGNORED
-    assert room.in_plan(room.host.public)
     stranger = key(9).public
     assert room.coordinator.report_lost(relay, stranger, 1_000) is Verdict.IGNORED
 
@@ -148,6 +143,20 @@ def test_a_pair_kept_apart_ends_when_either_leaves():
     room.people[a] = Participant(slots=0, reach="public", stage=False)
     room.coordinator.sync(room.people)  # back: a new member, no pair held against it
     assert room.coordinator.planner.kept_apart() == frozenset()
+
+
+def test_a_stage_member_is_never_evicted_but_a_child_that_cannot_reach_it_moves():
+    room = Room()
+    host = room.host.public
+    relay, other = room.relays
+    # Two children reporting the stage are no quorum: each report only asks for a probe.
+    assert room.coordinator.report_lost(host, relay, 1_000) is Verdict.PROBE
+    assert room.coordinator.report_lost(host, other, 1_100) is Verdict.PROBE
+    room.coordinator.evict(host, 1_200)  # what a failed probe does: nothing, for the stage
+    assert room.in_plan(host) and room.parent(relay) == host
+    room.coordinator.keep_apart(relay, host, 1_300)  # the probe was answered
+    assert room.parent(relay) == other  # the stage has one member: no backup, the best free slot
+    assert room.in_plan(host) and room.parent(other) == host
 
 
 def test_an_evicted_relay_returns_with_a_newer_presence():
