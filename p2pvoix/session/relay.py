@@ -12,13 +12,12 @@ evicts on one report only if the node also fails to answer a direct probe; if it
 link between the two is what fails (two NATs that ICE cannot punch through, a parent that turns
 the child away), and the pair is kept apart for ``APART_MS`` so that the child is planned
 elsewhere. Two children reporting the same node within ``REPORT_WINDOW_MS`` are independent
-evidence and evict it at once:
-the probe's wait is what made a child whose parent and backup died together wait for the plan to
-promote its dead backup (6 s in the churn bench). A stage member is never evicted. A report counts
-if the node is the child's parent or backup in the plan, or was until an eviction moved the child
-within the window: when two relays die together, evicting the first re-plans their children, and
-their reports of the second, already on the way, must still count (else the second waits for a
-probe: seen as a 1.5 s longer repair under load).
+evidence and evict it at once: the probe's wait is what made a child whose parent and backup died
+together wait for the plan to promote its dead backup (6 s in the churn bench). A stage member is
+never evicted. A report counts if the node is the child's parent or backup in the plan, or was
+until an eviction moved the child within the window: when two relays die together, evicting the
+first re-plans their children, and their reports of the second, already on the way, must still
+count (else the second waits for a probe: seen as a 1.5 s longer repair under load).
 
 Pure apart from ``publish``, which the session gives it; ``now_ms`` is an argument.
 """
