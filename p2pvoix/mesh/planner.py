@@ -343,6 +343,8 @@ class Planner(PlannerCore):
                 reasons[node] = "parent-unattached"
             elif not self._stage:
                 reasons[node] = "no-stage"
+            elif node in self._apart and tree.free.buckets():
+                reasons[node] = "kept-apart"  # from the parents with a free slot (keep_apart)
             elif (self._needs_reachable(node) and not sum(free_by_class[self._need(node):])
                   and tree.free.buckets()):
                 reasons[node] = "no-reachable-slot"

@@ -580,6 +580,7 @@ def test_a_child_with_nowhere_else_to_go_waits_loose_until_the_pair_is_allowed()
     assert planner.parent_of("x") == "a"
     change = planner.keep_apart("x", "a")
     assert change.moves == (Move("x", None, "a"),) and planner.depth_of("x") is None
+    assert planner.statistics()["unattached"] == {"x": "kept-apart"}
     check(planner)
     change = planner.allow("x", "a")
     assert change.moves == (Move("x", "a", None),) and planner.kept_apart() == frozenset()
