@@ -357,8 +357,10 @@ class Node:
         communicator"); the same request a moment later succeeds. Under load it also loses
         requests outright: on the 40-node test about one signalling request in five never
         reached the peer's handler and waited out its whole timeout, while a second stream at
-        once usually got through. So an idempotent request gets ``UNANSWERED_ATTEMPTS`` shorter
-        tries in the same overall time.
+        once usually got through. One cause was a write cancelled after Noise had encrypted it,
+        which killed the whole connection (work-around 18 in ``_p2p_trio``); a saturated trio
+        thread still queues negotiation steps for up to a second. So an idempotent request gets
+        ``UNANSWERED_ATTEMPTS`` shorter tries in the same overall time.
         """
         deadline = time.monotonic() + timeout
         tries = UNANSWERED_ATTEMPTS if idempotent else 1

@@ -19,6 +19,8 @@ import trio
 from libp2p import new_host
 from libp2p.crypto.ed25519 import Ed25519PrivateKey
 from libp2p.crypto.keys import KeyPair
+from libp2p.custom_types import TProtocol
+from libp2p.io.exceptions import ConnectionClosedError
 from libp2p.kad_dht import DHTMode, KadDHT
 from libp2p.network import swarm as swarm_module
 from libp2p.network.config import ConnectionConfig
@@ -36,10 +38,12 @@ from libp2p.request_response import (
     RequestResponseConfig,
     RequestTimeoutError,
 )
+from libp2p.security.noise.io import NoiseTransportReadWriter
 from libp2p.tools.anyio_service import background_trio_service
 from multiaddr import Multiaddr
 
 from p2pvoix.crypto.keys import SigningKey
+from p2pvoix.node import _p2p_trio
 from p2pvoix.node._p2p_trio import (
     IDONTWANT_MIN_BYTES,
     _flood_own_messages,
@@ -599,3 +603,88 @@ def test_publish_only_queues_and_stopping_waits_for_the_queued_gossip():
                 return bytes(message.data)
 
     assert trio.run(main) == b"goodbye"
+
+
+# -- work-around 18: a Noise write must not be cancelled once it has encrypted ---------------------
+
+_ECHO = TProtocol("/p2pvoix-test/echo/1")
+_YAMUX_PING = bytes([0, 2, 0, 1, 0, 0, 0, 0, 0, 0, 0x10, 0x92])  # version, PING, SYN, opaque
+
+
+async def _echo(stream):
+    await stream.write(await stream.read(100))
+    await stream.close()
+
+
+async def _write_cancelled_then_echo() -> tuple[bool, bytes | None, int]:
+    """Write one frame on a's connection to b in an already cancelled scope, then open a stream
+    and ask b to echo. Returns (the write was cancelled, the echo or None, b's connections to a
+    a moment later)."""
+    async with _running(_host(), _host()) as (a, b):
+        b.set_stream_handler(_ECHO, _echo)
+        await a.connect(_info(b))
+        noise = a.get_network().get_connections(b.get_id())[0].muxed_conn.secured_conn.conn
+        assert isinstance(noise, NoiseTransportReadWriter)
+        with trio.CancelScope() as scope:
+            scope.cancel()  # as a request's fail_after that expired while it waited to run
+            await noise.write_msg(_YAMUX_PING)
+        echoed = None
+        with trio.move_on_after(3):
+            with contextlib.suppress(Exception):
+                stream = await a.new_stream(b.get_id(), [_ECHO])
+                await stream.write(b"after")
+                echoed = await stream.read(100)
+        with trio.move_on_after(1.5):
+            while b.get_network().get_connections(a.get_id()):
+                await trio.sleep(0.05)
+        return scope.cancelled_caught, echoed, len(b.get_network().get_connections(a.get_id()))
+
+
+def test_a_noise_write_cancelled_after_encrypting_kills_the_connection(monkeypatch):
+    """Work-around 18 (``_uncancellable_noise_writes``): Noise encrypts a frame, spending a
+    nonce, before its first checkpoint (the TCP stream's write lock), so a write cancelled there
+    drops the ciphertext; the peer then cannot decrypt the next frame and closes the connection,
+    with every stream on it."""
+    monkeypatch.setattr(NoiseTransportReadWriter, "write_msg",
+                        NoiseTransportReadWriter.write_msg.stock)
+    cancelled, echoed, connections = trio.run(_write_cancelled_then_echo)
+    assert cancelled and echoed is None and connections == 0
+
+
+def test_with_work_around_18_the_frame_is_written_whole_and_the_connection_lives_on():
+    assert NoiseTransportReadWriter.write_msg.p2pvoix_shielded
+    cancelled, echoed, connections = trio.run(_write_cancelled_then_echo)
+    # The frame went out whole (the cancellation reaches the caller at its next checkpoint).
+    assert not cancelled and echoed == b"after" and connections == 1
+
+
+def test_with_work_around_18_a_frame_that_cannot_be_written_in_time_closes_the_connection(
+    monkeypatch,
+):
+    """A shielded write is bounded: one stuck past ``FRAME_WRITE_TIMEOUT`` (here the TCP
+    stream's lock is held, as by a writer blocked on a peer that stopped reading) closes the
+    connection, which could not carry another frame anyway, and says so."""
+    monkeypatch.setattr(_p2p_trio, "FRAME_WRITE_TIMEOUT", 0.3)
+
+    async def main():
+        async with _running(_host(), _host()) as (a, b):
+            await a.connect(_info(b))
+            noise = a.get_network().get_connections(b.get_id())[0].muxed_conn.secured_conn.conn
+            tcp = noise.read_writer.read_write_closer.stream
+            release = trio.Event()
+
+            async def stuck_writer():
+                async with tcp.write_lock:
+                    await release.wait()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(stuck_writer)
+                await trio.sleep(0.05)
+                with pytest.raises(ConnectionClosedError, match="could not be written"):
+                    await noise.write_msg(_YAMUX_PING)
+                release.set()
+            with trio.fail_after(3):
+                while a.get_network().get_connections(b.get_id()):
+                    await trio.sleep(0.05)
+
+    trio.run(main)
