@@ -220,13 +220,7 @@ class Planner(PlannerCore):
                 key=lambda c: (bool(tree.children[c]), tree.members[c].slots, c),
             )[:excess]
             for victim in victims:
-                target = tree.backup[victim]
-                if target is None or not self._slot_ok(victim, target):
-                    target = self._best_slot(victim, tree.free, exclude=victim)
-                if target is not None:
-                    self._move(victim, target)
-                else:
-                    self._moves.append(Move(victim, None, tree.unlink(victim)))
+                self._move_or_unlink(victim, first=tree.backup[victim])
         return self._finish()
 
     def set_stage(self, node: Id, on_stage: bool) -> PlanChange:
@@ -289,11 +283,8 @@ class Planner(PlannerCore):
         self._begin()
         self._apart.setdefault(child, set()).add(parent)
         if tree.parent[child] == parent:
-            backup = tree.backup[child]  # where it failed over, if the link died under it
-            if backup is not None and self._slot_ok(child, backup):
-                self._move(child, backup)
-            else:
-                self._move_or_unlink(child)
+            # Its backup first: where it failed over, if the link died under it.
+            self._move_or_unlink(child, first=tree.backup[child])
         if tree.backup[child] == parent:
             tree.dirty.add(child)
         return self._finish()
@@ -315,7 +306,12 @@ class Planner(PlannerCore):
         """Every ``(child, parent)`` pair that ``keep_apart`` holds."""
         return frozenset((child, parent) for child, apart in self._apart.items() for parent in apart)
 
-    def _move_or_unlink(self, node: Id) -> None:
+    def _move_or_unlink(self, node: Id, first: Id | None = None) -> None:
+        """Move ``node`` (with its subtree) to ``first`` if that can take it now, else to the
+        best free slot; with nowhere to go it is loose."""
+        if first is not None and self._slot_ok(node, first):
+            self._move(node, first)
+            return
         target = self._best_slot(node, self.tree.free, exclude=node)
         if target is not None:
             self._move(node, target)
