@@ -467,7 +467,8 @@ class RoomSession:
                 alive = lost == self.me or await self.node.ping(lost.peer_id,
                                                                 timeout=PROBE_TIMEOUT_S)
                 logger.info("%s reports %s lost; the probe %s", peer_id[-6:], lost.peer_id[-6:],
-                            "was answered" if alive else "failed: evicting it")
+                            "was answered: keeping the two apart" if alive
+                            else "failed: evicting it unless it is on stage")
                 if not alive:
                     coordinator.evict(lost, self.node.now_ms())
                 else:  # alive, but this child cannot link to it: plan it elsewhere

@@ -195,8 +195,6 @@ def test_a_goodbye_from_a_node_the_plan_does_not_hold_changes_nothing():
     assert room.published == []
 
 
-
-
 def _room_of_three_listeners(which: int):  # type: ignore[no-untyped-def]
     """The stage (two slots) feeding two relays (two slots each) and three listeners; returns
     the coordinator, and listener ``which`` with its parent and backup."""
