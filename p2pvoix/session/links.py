@@ -18,6 +18,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from enum import Enum
 
 from p2pvoix.crypto.errors import EnvelopeError
 from p2pvoix.crypto.keys import PublicKey, SigningKey
@@ -46,6 +47,16 @@ AcceptPolicy = Callable[[PublicKey, str], str | None]
 
 class LinkRefused(P2pvoixError):
     """A peer refused our media connection."""
+
+
+class Dial(Enum):
+    """How an attempt to open a link ended."""
+
+    UP = "up"
+    # The peer answered and turned us away (full, not ready, leaving): it is alive and its
+    # signalling reaches us, so the two of us can link once it has room.
+    REFUSED = "refused"
+    FAILED = "failed"  # no answer, a bad answer, or no path (ICE)
 
 
 @dataclass
@@ -99,7 +110,7 @@ class LinkManager:
         self._clock = clock
         self._links: dict[PublicKey, Link] = {}
         self._ids: dict[str, Link] = {}  # the same links by peer ID, for the per-frame path
-        self._connecting: dict[PublicKey, asyncio.Task[bool]] = {}
+        self._connecting: dict[PublicKey, asyncio.Task[Dial]] = {}
         self._tasks = TaskSet("links")
         self._closed_bytes = 0  # bytes of child links already closed, so the counter only grows
         self._closed = False
@@ -182,9 +193,9 @@ class LinkManager:
 
     # ---- opening links ----
 
-    def connect(self, peer: PublicKey, role: str) -> asyncio.Task[bool] | None:
-        """Open a link to ``peer`` in the background (once); the task's result says if it is up.
-        None once the manager is closing: a leaving node opens nothing."""
+    def connect(self, peer: PublicKey, role: str) -> asyncio.Task[Dial] | None:
+        """Open a link to ``peer`` in the background (once); the task's result says how the
+        attempt ended. None once the manager is closing: a leaving node opens nothing."""
         if self._closed:
             return None
         task = self._connecting.get(peer)
@@ -194,12 +205,13 @@ class LinkManager:
             task.add_done_callback(lambda _: self._connecting.pop(peer, None))
         return task
 
-    async def _connect(self, peer: PublicKey, role: str) -> bool:
+    async def _connect(self, peer: PublicKey, role: str) -> Dial:
         old = self._links.get(peer)
         if old is not None:  # one link per peer: a link the other way is replaced (the peer
             await self._close_link(old, "replaced", bye=False)  # replaces it on our offer)
         link = self._new_link(peer, initiator=True, role=role)
         started = self._clock()
+        failure = Dial.FAILED
         try:
             sdp = await link.rtc.create_offer()
             offered = self._clock()
@@ -212,6 +224,7 @@ class LinkManager:
             answered = self._clock()
             answer = self._check_answer(reply, peer, offer)
             if not answer.accepted:
+                failure = Dial.REFUSED
                 raise LinkRefused(answer.why or "no reason given")
             await link.rtc.accept_answer(answer.sdp)
             up = await asyncio.wait_for(link.rtc.wait_connected(), CONNECT_TIMEOUT_S)
@@ -230,8 +243,8 @@ class LinkManager:
             raise
         if not up:
             await self._discard(link)
-            return False
-        return self._mark_up(link)
+            return failure
+        return Dial.UP if self._mark_up(link) else Dial.FAILED
 
     def _check_answer(self, reply: bytes, peer: PublicKey, offer: Offer) -> Answer:
         answer = signalling.verify_answer(

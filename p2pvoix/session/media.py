@@ -58,12 +58,44 @@ from p2pvoix.session.events import (
     SpeakingStarted,
     SpeakingStopped,
 )
-from p2pvoix.session.links import LinkManager, SignalTransport
+from p2pvoix.session.links import Dial, LinkManager, SignalTransport
 
 logger = logging.getLogger(__name__)
 
 BACKUP_RETRY_S = 5.0  # a backup that refused a standby link or went silent: asked again after
-PARENT_ATTEMPTS = 2  # failed attempts to reach the assigned parent before asking for another
+PARENT_ATTEMPTS = 2  # dials of the assigned parent that fail (no answer, no path) before reporting it
+# A parent that turns us away is alive and its signalling reaches us: it is usually full for the
+# moment a plan takes to settle (its lower slot count is on its way to the sequencer, a child the
+# plan moved off it has not left yet), so it is dialed again; only refusals lasting this long are
+# reported (the plan and the parent then disagree for good). Reporting the second refusal kept the
+# pair apart for two minutes: a listener heard nothing for that long after a relay lowered its
+# slots for a moment (CI, stop 19).
+PARENT_REFUSED_S = 10.0
+
+
+@dataclass
+class ParentDials:
+    """When a node reports the assigned parent it cannot link to (pure: the caller gives times)."""
+
+    parent: PublicKey | None = None
+    failures: int = 0  # dials of ``parent`` that failed, since it last accepted us
+    refused_since: float | None = None  # the first of the refusals since then
+
+    def record(self, parent: PublicKey, outcome: Dial, now: float) -> bool:
+        """Note how a dial of ``parent`` ended; True when it is time to report it."""
+        if parent != self.parent or outcome is Dial.UP:
+            self.parent, self.failures, self.refused_since = parent, 0, None
+        if outcome is Dial.UP:
+            return False
+        if outcome is Dial.REFUSED:
+            self.refused_since = now if self.refused_since is None else self.refused_since
+            report = now - self.refused_since >= PARENT_REFUSED_S
+        else:
+            self.failures += 1
+            report = self.failures >= PARENT_ATTEMPTS
+        if report:
+            self.failures, self.refused_since = 0, None
+        return report
 
 
 @dataclass(frozen=True)
@@ -115,7 +147,7 @@ class MediaPlane:
         # Seconds since the newest plan moved a child of mine under another parent (else None):
         # the session answers it from every plan it has seen (``plan.Placements``).
         self.moved_away: Callable[[PublicKey], float | None] = lambda child: None
-        self._failures: dict[PublicKey, int] = {}  # failed attempts to reach the assigned parent
+        self._parent_dials = ParentDials()
         self.forwarder = Forwarder(self.me, room, mode)
         self.links = LinkManager(
             room=room, key=key, rtc_config=rtc_config, transport=transport,
@@ -261,10 +293,10 @@ class MediaPlane:
             return set()
         return {m.identity for m in stage(state) if may_play(state, m.identity)}
 
-    def _backup_attempt(self, backup: PublicKey, task: asyncio.Task[bool]) -> None:
+    def _backup_attempt(self, backup: PublicKey, task: asyncio.Task[Dial]) -> None:
         """A backup that refused (full under a newer plan, or gone) rests a while; meanwhile a
         repair takes the slower way, a new link to a new parent."""
-        if not task.cancelled() and not task.result():
+        if not task.cancelled() and task.result() is not Dial.UP:
             self._backup_failed = (backup, time.monotonic())
 
     def _resting(self, backup: PublicKey | None) -> bool:
@@ -274,14 +306,12 @@ class MediaPlane:
         return (backup is not None and failed is not None and failed[0] == backup
                 and time.monotonic() - failed[1] < BACKUP_RETRY_S)
 
-    def _parent_attempt(self, parent: PublicKey, task: asyncio.Task[bool]) -> None:
-        """A parent that keeps refusing us (full, or gone) is reported, so the plan changes."""
-        if task.cancelled() or task.result() or parent != self._parent:
-            self._failures.pop(parent, None)
+    def _parent_attempt(self, parent: PublicKey, task: asyncio.Task[Dial]) -> None:
+        """A parent that we cannot reach, or that keeps refusing us, is reported, so the plan
+        changes."""
+        if task.cancelled() or parent != self._parent:
             return
-        self._failures[parent] = self._failures.get(parent, 0) + 1
-        if self._failures[parent] >= PARENT_ATTEMPTS:
-            self._failures.pop(parent, None)
+        if self._parent_dials.record(parent, task.result(), time.monotonic()):
             self.on_lost(parent)
 
     def _role_for(self, peer: PublicKey) -> LinkRole | None:
