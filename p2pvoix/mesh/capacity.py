@@ -8,7 +8,8 @@ rules, in order:
 2. Before anything is measured a node offers ``INITIAL_SLOTS``: small, so a new node never takes
    more than it can feed, and a relay tree still forms at once.
 3. CPU: the cost of one child is measured (CPU seconds per second spent per child while the node
-   relays); slots = the children that fit in ``CPU_BUDGET`` of one core.
+   relays, over intervals in which no child link opened or closed: setting links up costs far
+   more than feeding them); slots = the children that fit in ``CPU_BUDGET`` of one core.
 4. Upload: with a known upload rate (``--upload-kbps``), slots = what fits in ``UPLOAD_BUDGET`` of it
    at the measured bytes per child. Without one, congestion is inferred: if children report loss
    (RTCP receiver reports; ``children_loss``) above ``LOSS_THRESHOLD``, the node takes its
@@ -86,8 +87,14 @@ class CapacityEstimator:
         seconds = (sample.now_ms - last.now_ms) / 1000
         cpu_share = max(0.0, sample.cpu_seconds - last.cpu_seconds) / seconds
         upload = max(0, sample.bytes_sent - last.bytes_sent) / seconds
-        children = (sample.children + last.children) / 2
-        if children < 0.5:
+        children = sample.children
+        if children != last.children:
+            # Links opened or closed in this interval: its CPU is their set-up (signalling, ICE,
+            # DTLS), not what a child costs to feed. Counted, it read 0.21 of a core per child
+            # where feeding costs ~0.01, and a relay joined by three children dropped from 4
+            # slots to 2 at once, turning away the child the plan had just sent it.
+            pass
+        elif children == 0:
             self._base_cpu = _smooth(self._base_cpu, cpu_share)
         else:
             base = self._base_cpu or 0.0

@@ -46,6 +46,18 @@ def test_cpu_budget_bounds_slots_and_growth_is_gradual():
     assert all(b - a <= 1 for a, b in zip(history, history[1:], strict=False))
 
 
+def test_the_cost_of_opening_links_is_not_taken_for_the_cost_of_feeding():
+    """Three children arrive together: their signalling, ICE and DTLS cost a third of a core for
+    that interval (as a relay process measured it), then feeding them costs 1 % each. The relay
+    keeps offering its four slots; taking the spike for the steady cost dropped it to 2 at once,
+    below the children the plan had just sent it."""
+    node = Node(CapacityEstimator(CapacityPolicy(max_slots=4)))
+    node.run(5, children=0)
+    node.cpu += 0.6  # the set-up, in the interval the links came up
+    history = node.run(20, children=3, cpu_per_child=0.01)
+    assert history == [4] * 20
+
+
 def test_known_upload_rate_bounds_slots():
     node = Node(CapacityEstimator(CapacityPolicy(upload_kbps=1000)))
     node.run(5, children=0)
