@@ -5,8 +5,8 @@ every few seconds and feeds them in with ``now_ms``; the estimator answers with 
 rules, in order:
 
 1. ``--no-relay`` offers 0; ``--relay-slots N`` caps the result.
-2. Before anything is measured a node offers ``INITIAL_SLOTS``: small, so a new node never takes
-   more than it can feed, and a relay tree still forms at once.
+2. Until it has measured what a child costs, a node offers ``INITIAL_SLOTS``: small, so a new
+   node never takes more than it can feed, and a relay tree still forms at once.
 3. CPU: the cost of one child is measured (CPU seconds per second spent per child while the node
    relays, over intervals in which no child link opened or closed: setting links up costs far
    more than feeding them); slots = the children that fit in ``CPU_BUDGET`` of one core.
@@ -117,7 +117,10 @@ class CapacityEstimator:
                 self._quiet_since_ms = sample.now_ms
 
     def _decide(self, sample: Sample) -> int:
-        wanted = MAX_SLOTS
+        # Rule 2 until a child's cost is known: rising towards MAX_SLOTS one sample at a time, an
+        # idle listener offered 40 slots after 80 s, and a busy relay whose children change in
+        # every interval (never measured, see ``update``) would have offered the planner 200.
+        wanted = MAX_SLOTS if self.cpu_per_child is not None else INITIAL_SLOTS
         if self.cpu_per_child:
             headroom = CPU_BUDGET - (self._base_cpu or 0.0)
             wanted = min(wanted, _whole_children(max(0.0, headroom), self.cpu_per_child))

@@ -529,12 +529,13 @@ class RoomSession:
             if self.child_loss > LOSS_THRESHOLD and (shed := self.media.shed_moved_children()):
                 logger.info("children lose %.0f%% of packets: no longer feeding %d moved "
                             "child(ren)", self.child_loss * 100, shed)
-            if slots != self.media.slots:
-                logger.info("relay slots %d -> %d (CPU per child %s, children %d)",
-                            self.media.slots, slots,
-                            f"{self.capacity.cpu_per_child:.3f}"
-                            if self.capacity.cpu_per_child is not None else "unmeasured",
-                            sample.children)
+            if slots != self.media.slots:  # a drop may turn children away: worth a line
+                logger.log(logging.INFO if slots < self.media.slots else logging.DEBUG,
+                           "relay slots %d -> %d (CPU per child %s, children %d)",
+                           self.media.slots, slots,
+                           f"{self.capacity.cpu_per_child:.3f}"
+                           if self.capacity.cpu_per_child is not None else "unmeasured",
+                           sample.children)
             if slots != self.media.slots or self.node.reach != self._advertised_reach:
                 self.media.slots = slots
                 self._advertised_reach = self.node.reach

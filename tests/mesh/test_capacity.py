@@ -58,6 +58,13 @@ def test_the_cost_of_opening_links_is_not_taken_for_the_cost_of_feeding():
     assert history == [4] * 20
 
 
+def test_a_node_that_has_fed_no_child_yet_offers_the_initial_slots_however_long_it_waits():
+    node = Node(CapacityEstimator())
+    assert node.run(120, children=0) == [INITIAL_SLOTS] * 120
+    # Children that come and go in every interval measure nothing either.
+    assert {node.run(1, children=n % 3)[0] for n in range(60)} == {INITIAL_SLOTS}
+
+
 def test_known_upload_rate_bounds_slots():
     node = Node(CapacityEstimator(CapacityPolicy(upload_kbps=1000)))
     node.run(5, children=0)
