@@ -62,7 +62,7 @@ def internet_with(lab: netlab.Lab, public: str
 def first_audio(listener: netlab.Child, host: netlab.Child) -> dict:
     """The listener's first_audio event; failing that, both ends' status says why."""
     try:
-        return listener.expect(lambda m: m.get("type") == "first_audio", 60)
+        return listener.seen(lambda m: m.get("type") == "first_audio", 60)
     except AssertionError as failure:
         raise AssertionError(f"{failure}\nlistener: {status_of(listener)}\n"
                              f"host: {status_of(host)}") from None
@@ -74,7 +74,7 @@ def status_of(child: netlab.Child) -> dict:
 
 
 def reach_of(child: netlab.Child, timeout: float = 30) -> dict:
-    return child.expect(lambda m: m.get("type") == "reach", timeout)
+    return child.seen(lambda m: m.get("type") == "reach", timeout)
 
 
 # The suite's slowest lab case (about 35 s with its teardown), and its timing-sensitive steps
@@ -143,7 +143,7 @@ def test_a_room_hosted_behind_one_nat_is_heard_behind_two_others_by_relay_and_ho
 
         # Youssef: behind a NAT like Amina's, fed by her straight through both NATs.
         assert reach_of(youssef)["reach"] == "nat"
-        youssef.expect(lambda m: m.get("type") == "first_audio", 60)
+        first_audio(youssef, amina)
         deadline = time.monotonic() + 20
         while (status := status_of(youssef))["parent"] != host_status["me"]:
             assert time.monotonic() < deadline, status
