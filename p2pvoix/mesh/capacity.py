@@ -88,15 +88,14 @@ class CapacityEstimator:
         cpu_share = max(0.0, sample.cpu_seconds - last.cpu_seconds) / seconds
         upload = max(0, sample.bytes_sent - last.bytes_sent) / seconds
         children = sample.children
-        if children != last.children:
-            # Links opened or closed in this interval: its CPU is their set-up (signalling, ICE,
-            # DTLS), not what a child costs to feed. Counted, it read 0.21 of a core per child
-            # where feeding costs ~0.01, and a relay joined by three children dropped from 4
-            # slots to 2 at once, turning away the child the plan had just sent it.
-            pass
-        elif children == 0:
+        # An interval in which links opened or closed is not measured: its CPU is their set-up
+        # (signalling, ICE, DTLS), not what a child costs to feed. Counted, it read 0.21 of a
+        # core per child where feeding costs ~0.01, and a relay joined by three children dropped
+        # from 4 slots to 2 at once, turning away the child the plan had just sent it.
+        steady = children == last.children
+        if steady and children == 0:
             self._base_cpu = _smooth(self._base_cpu, cpu_share)
-        else:
+        elif steady:
             base = self._base_cpu or 0.0
             self.cpu_per_child = _smooth(self.cpu_per_child, max(0.0, cpu_share - base) / children)
             self.bytes_per_child_s = _smooth(self.bytes_per_child_s, upload / children)
