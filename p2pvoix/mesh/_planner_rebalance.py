@@ -6,7 +6,9 @@ slots can open near the stage (a relay left). Three kinds of step repair that:
 
 - **lift**: a member at depth ≥ f + 2, where f is the depth of the shallowest free slot, moves (with
   its subtree) into that slot — the one with the most slots first, as shallow slots are worth most
-  to relays;
+  to relays. A member kept apart from those slots (``keep_apart``) rises by making way: a childless
+  member of a parent at least two levels above it steps into a free slot no deeper, and the
+  member kept apart takes its place;
 - **swap**: a member X with more slots than a shallower member Y takes Y's place and Y's children;
   Y takes X's place and whichever of X's children X has no room left for. Only X and Y change depth
   (X's kept children rise with it); everyone else keeps theirs;
@@ -45,13 +47,15 @@ CLOSER_TRIES = 8  # members examined per latency move allowed by the budget
 def rebalance(planner: Planner, budget: int) -> None:
     used = 0
     while used < budget:
-        spent = _lift(planner) or _swap(planner, budget - used) or _closer(planner, budget - used)
+        remaining = budget - used
+        spent = (_lift(planner, remaining) or _swap(planner, remaining)
+                 or _closer(planner, remaining))
         if not spent:
             return
         used += spent
 
 
-def _lift(planner: Planner) -> int:
+def _lift(planner: Planner, remaining: int) -> int:
     tree = planner.tree
     free_depths = sorted({bucket[0] for bucket in tree.free.buckets()})
     if not free_depths:
@@ -71,6 +75,39 @@ def _lift(planner: Planner) -> int:
         if slot is not None and planner._cost_below(node, slot) < planner._cost(node):
             planner._move(node, slot)
             return 1
+    if remaining >= 2:
+        for _, _, node in sorted(candidates)[:LIFT_TRIES]:
+            if node in planner._apart and (spent := _make_way(planner, node)):
+                return spent
+    return 0
+
+
+def _make_way(planner: Planner, node: Id) -> int:
+    """Lift ``node`` although it is kept apart from the shallow free slots (``keep_apart``): a
+    childless member of a shallow parent that may feed ``node`` steps into a free slot no deeper
+    than its own, and ``node`` takes its place. Two moves, each into a free slot; Φ falls, as
+    ``node``'s subtree rises and the member does not sink."""
+    tree = planner.tree
+    limit = tree.depth[node] - 2
+    tried = 0
+    for other in planner._candidates():
+        if tree.children[other]:
+            break  # childless members come first
+        above = tree.parent[other]
+        if tree.depth[above] > limit or not planner.may_feed(node, above):
+            continue
+        slot = planner._best_slot(other, tree.free, exclude=other, max_depth=tree.depth[above],
+                                  accept=lambda s, above=above: s != above)
+        if slot is not None:
+            mark, phi, cost = len(planner._moves), tree.phi, planner._total_cost()
+            planner._move(other, slot)
+            planner._move(node, above)
+            if tree.phi < phi and planner._total_cost() <= cost:
+                return 2
+            _rollback(planner, mark)
+        tried += 1
+        if tried >= LIFT_TRIES:
+            break
     return 0
 
 

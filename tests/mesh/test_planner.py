@@ -605,6 +605,23 @@ def test_a_member_kept_apart_from_the_only_free_slot_displaces_one_that_may_go_t
     check(planner)
 
 
+def test_rebalance_lifts_a_member_kept_apart_from_the_shallow_free_slot_by_making_way():
+    """The CI case of the optimal-depth property: "x" is kept apart from its parent "a" and
+    moves below "c", at depth 3, though "a" keeps a free slot at depth 1. A leaf of "b" steps
+    into that slot and "x" takes the leaf's place: depth 2, the least possible."""
+    planner = room(Member("s", 2, stage=True), Member("x", 0),
+                   *(Member(f"l{i}", 0) for i in range(4)),
+                   Member("b", 2), Member("a", 4), Member("c", 1))
+    assert planner.parent_of("x") == "a" and planner.children_of("b") == ("l0", "l1")
+    assert planner.keep_apart("x", "a").moves == (Move("x", "c", "a"),)
+    assert planner.depth_of("x") == 3 and planner.free_slots("a") == 1
+    change = planner.rebalance(10)
+    assert change.moves == (Move("l0", "a", "b"), Move("x", "b", "c"))  # make-before-break
+    assert max(planner.depth_of(m.id) for m in planner.members()) == 2
+    assert planner.kept_apart() == {("x", "a")}
+    check(planner)
+
+
 def test_a_departure_ends_the_pairs_it_was_in():
     planner = room(Member("s", 2, stage=True), Member("a", 2), Member("b", 2), Member("x", 0))
     planner.keep_apart("x", "a")
