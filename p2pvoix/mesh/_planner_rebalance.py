@@ -67,7 +67,8 @@ def _lift(planner: Planner, remaining: int) -> int:
         if depth >= floor
         for entry in tree.ranks.entries(depth)[:LIFT_TRIES]
     ]
-    for _, _, node in sorted(candidates)[:LIFT_TRIES]:
+    ranked = [node for *_, node in sorted(candidates)[:LIFT_TRIES]]
+    for node in ranked:
         slot = planner._best_slot(
             node, tree.free, exclude=node, max_depth=tree.depth[node] - 2
         )
@@ -76,7 +77,7 @@ def _lift(planner: Planner, remaining: int) -> int:
             planner._move(node, slot)
             return 1
     if remaining >= 2:
-        for _, _, node in sorted(candidates)[:LIFT_TRIES]:
+        for node in ranked:
             if node in planner._apart and (spent := _make_way(planner, node)):
                 return spent
     return 0
@@ -89,12 +90,14 @@ def _make_way(planner: Planner, node: Id) -> int:
     ``node``'s subtree rises and the member does not sink."""
     tree = planner.tree
     limit = tree.depth[node] - 2
+    # Childless members whose parent is at ``limit`` or above (a copy: the moves tried below
+    # change the index, and are rolled back).
+    shallow = [other for depth in tree.leaves.buckets() if depth - 1 <= limit
+               for *_, other in tree.leaves.entries(depth)]
     tried = 0
-    for other in planner._candidates():
-        if tree.children[other]:
-            break  # childless members come first
+    for other in shallow:
         above = tree.parent[other]
-        if tree.depth[above] > limit or not planner.may_feed(node, above):
+        if not planner.may_feed(node, above):
             continue
         slot = planner._best_slot(other, tree.free, exclude=other, max_depth=tree.depth[above],
                                   accept=lambda s, above=above: s != above)
