@@ -219,7 +219,6 @@ async def test_a_listener_that_cannot_link_to_its_live_parent_is_planned_below_a
     async with Lab(tmp_path) as lab:
         host, relays = await host_and_two_relays(lab)
         failing: list[PublicKey] = []  # the relay the listener dials first as its parent
-
         room = {node.me.peer_id for node in (host, *relays)}
 
         def cut_off(relay):  # type: ignore[no-untyped-def]
